@@ -1,0 +1,32 @@
+# Two commands set up everything on a fresh machine with only Python 3.11+:
+#   make demo   -- start the embedded stack, replay synthetic events end to end, print a summary
+#   make test   -- run the whole suite against a real broker, Redis, SQLite and PostgreSQL
+PYTHON ?= python3
+VENV   := .venv
+PY     := $(VENV)/bin/python
+STAMP  := $(VENV)/.installed
+
+.PHONY: install demo test bench typecheck clean
+
+install: $(STAMP)
+
+$(STAMP): pyproject.toml
+	test -x $(PY) || $(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install --quiet --upgrade pip
+	$(PY) -m pip install --quiet -e '.[dev]'
+	touch $(STAMP)
+
+demo: $(STAMP)
+	$(PY) -m services.cli demo
+
+test: $(STAMP)
+	$(PY) -m pytest -q
+
+bench: $(STAMP)
+	$(PY) -m bench.run_all $(BENCH_ARGS)
+
+typecheck: $(STAMP)
+	$(PY) -m mypy --strict services/crypto services/models
+
+clean:
+	rm -rf $(VENV) .cipherstream build *.egg-info
