@@ -1,0 +1,59 @@
+"""Every topic, who owns it, and what it carries: the contracts between services and parties.
+
+Topics owned by one party stay on that party's cluster; `exchange.*` topics are the only ones
+both parties may read or write (Kafka ACLs and TLS in production).
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any, Literal
+
+from services.core import messages
+
+CHANNELS: tuple[str, ...] = ("sms", "push", "email", "callcentre", "wechat")
+Owner = Literal["bank", "partner", "exchange"]
+
+
+@dataclass(frozen=True)
+class TopicSpec:
+    name: str
+    owner: Owner
+    message: type[Any] | None  # None: raw JSON from a source system, validated by the reading service
+    description: str
+    compacted: bool = False
+
+
+def dlq_name(topic: str) -> str:
+    """The dead-letter topic of a topic.
+
+    >>> dlq_name("bank.events.raw")
+    'dlq.bank.events.raw'
+    """
+    return f"dlq.{topic}"
+
+
+def offers_topic(channel: str) -> str:
+    return f"offers.{channel}"
+
+
+_TOPICS = [
+    TopicSpec("bank.events.raw", "bank", None, "core-banking CDC records (JSON): transactions, logins, customers"),
+    TopicSpec("customer.events", "bank", messages.CustomerEvent, "canonical customer events"),
+    TopicSpec("customer.profiles", "bank", messages.CustomerProfile, "current customer profile", compacted=True),
+    TopicSpec("scores", "bank", messages.CustomerScores, "one propensity per product for each event"),
+    *(TopicSpec(offers_topic(channel), "bank", messages.Offer, f"offers for the {channel} channel") for channel in CHANNELS),
+    TopicSpec("suppressions", "bank", messages.Suppression, "offers not made, with the reason"),
+    TopicSpec("responses", "bank", messages.OfferResponse, "channel responses; labels for online learning"),
+    TopicSpec("partner.features.raw", "partner", None, "the partner's feature feed (JSON)"),
+    TopicSpec("partner.features", "partner", messages.PartnerFeatures, "validated partner features", compacted=True),
+]
+_INPUTS_WITH_DLQ = ["bank.events.raw", "customer.events", "customer.profiles", "scores", "responses", "partner.features.raw"]
+_TOPICS += [
+    TopicSpec(dlq_name(name), "partner" if name.startswith("partner") else "bank", messages.DeadLetter, f"dead letters of {name}")
+    for name in _INPUTS_WITH_DLQ
+]
+TOPICS: dict[str, TopicSpec] = {spec.name: spec for spec in _TOPICS}
+
+
+def topics_of(owner: Owner) -> list[TopicSpec]:
+    return [spec for spec in TOPICS.values() if spec.owner == owner]

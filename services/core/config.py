@@ -1,0 +1,91 @@
+"""Settings: one frozen object built from the environment at start-up, passed to whoever needs it.
+
+Production points each part at a real server with the usual variables
+(`KAFKA_BOOTSTRAP_SERVERS`, `REDIS_URL`, `DATABASE_URL`, ...); everything else carries the
+`CIPHERSTREAM_` prefix. A missing required value stops the service at start with a clear
+error instead of failing on the first event.
+"""
+from __future__ import annotations
+
+from functools import cached_property
+from pathlib import Path
+from typing import Literal
+
+from pydantic import AliasChoices, Field, SecretStr, ValidationError
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+from services.core.errors import ConfigError
+
+REPO_ROOT = Path(__file__).resolve().parents[2]
+
+
+def _env(name: str) -> AliasChoices:
+    """Accept both the plain production variable and its CIPHERSTREAM_-prefixed twin."""
+    return AliasChoices(f"CIPHERSTREAM_{name}", name)
+
+
+class Settings(BaseSettings):
+    """Everything a Cipherstream service reads from its environment."""
+
+    model_config = SettingsConfigDict(env_prefix="CIPHERSTREAM_", frozen=True, extra="ignore")
+
+    party: Literal["bank", "partner"] = "bank"
+    kafka_bootstrap_servers: str = Field(validation_alias=_env("KAFKA_BOOTSTRAP_SERVERS"))
+    # The cross-party exchange topics may live on a separate, ACL-restricted cluster.
+    exchange_bootstrap_servers: str | None = Field(default=None, validation_alias=_env("EXCHANGE_BOOTSTRAP_SERVERS"))
+    redis_url: SecretStr = Field(validation_alias=_env("REDIS_URL"))
+    database_url: SecretStr = Field(
+        default=SecretStr(f"sqlite:///{REPO_ROOT / '.cipherstream' / 'cipherstream.db'}"),
+        validation_alias=_env("DATABASE_URL"),
+    )
+    schema_registry_url: str | None = Field(default=None, validation_alias=_env("SCHEMA_REGISTRY_URL"))
+    schema_dir: Path = REPO_ROOT / "schemas"
+    data_dir: Path = REPO_ROOT / ".cipherstream" / "data"
+    key_dir: Path = REPO_ROOT / ".cipherstream" / "keys"
+
+    # Fresh names per test run: every topic and Redis key is prefixed.
+    topic_prefix: str = ""
+    redis_key_prefix: str = "cs:"
+    topic_partitions: int = Field(default=4, ge=1)
+
+    web_port: int = Field(default=6066, ge=0, le=65535)
+    web_enabled: bool = True
+    log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"
+
+    # Batching of the hot path: at most this many events per batch, waiting at most this long.
+    batch_max_events: int = Field(default=500, ge=1)
+    batch_window_s: float = Field(default=0.01, gt=0)
+    # Local runs: faust's default group join can sit for 30 s, so lower the rebalance timeouts.
+    broker_rebalance_timeout_s: float = Field(default=10.0, gt=0)
+    broker_session_timeout_s: float = Field(default=10.0, gt=0)
+    broker_heartbeat_interval_s: float = Field(default=1.0, gt=0)
+
+    # Card spend outside this country is a "card spend abroad" trigger.
+    home_country: str = Field(default="CN", pattern=r"^[A-Z]{2}$")
+
+    # Dispatch contact policy (issue-level defaults; campaigns may tighten them).
+    max_offers_per_customer_per_day: int = Field(default=1, ge=0)
+    campaigns_file: Path = REPO_ROOT / "services" / "dispatch" / "campaigns.yaml"
+
+    @cached_property
+    def exchange_servers(self) -> str:
+        return self.exchange_bootstrap_servers or self.kafka_bootstrap_servers
+
+    def topic(self, name: str) -> str:
+        """The broker-side name of a logical topic (`customer.events` -> `<prefix>customer.events`)."""
+        return f"{self.topic_prefix}{name}"
+
+
+def load_settings(**overrides: object) -> Settings:
+    """Build settings from the environment, turning a missing or bad value into a ConfigError.
+
+    >>> load_settings(kafka_bootstrap_servers="127.0.0.1:9092", redis_url="redis://127.0.0.1:6379/0").party
+    'bank'
+    """
+    try:
+        return Settings(**overrides)  # type: ignore[arg-type]
+    except ValidationError as exc:
+        problems = "; ".join(
+            f"{'/'.join(str(part) for part in error['loc'])}: {error['msg']}" for error in exc.errors()
+        )
+        raise ConfigError(f"invalid or missing settings: {problems}") from exc

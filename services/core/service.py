@@ -1,0 +1,114 @@
+"""Start-up shared by every faust service: settings, logs, tracing, reachability, app, web pages.
+
+A service's app.py builds its stages on top of `ServiceContext` and calls `run()`.
+"""
+from __future__ import annotations
+
+import asyncio
+import logging
+from dataclasses import dataclass, field
+from typing import Any
+
+import faust
+import prometheus_client
+import redis.asyncio as aioredis
+from opentelemetry.sdk.trace import SpanProcessor
+
+from services.core.avro import AvroCodec, SchemaRegistryClient, SchemaStore
+from services.core.config import Settings, load_settings
+from services.core.errors import CipherstreamError
+from services.core.kafka import DeadLetters, Publisher, Stage, attach_stage, build_app
+from services.core.logs import facts, setup_logging
+from services.core.runtime import check_database, check_kafka, check_redis
+from services.core.telemetry import setup_tracing
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class ServiceContext:
+    """What a service is built from; made once at start-up and passed in, never global."""
+
+    name: str
+    settings: Settings
+    app: faust.App
+    codec: AvroCodec
+    publisher: Publisher
+    dead_letters: DeadLetters
+    redis: aioredis.Redis | None = None
+    ready: bool = False
+    stages: list[Stage[Any]] = field(default_factory=list)
+
+    def add_stage(self, stage: Stage[Any]) -> None:
+        attach_stage(self.app, self.settings, stage)
+        self.stages.append(stage)
+
+
+def bootstrap(
+    name: str, *, needs_redis: bool = False, needs_database: bool = False, settings: Settings | None = None,
+    span_processors: tuple[SpanProcessor, ...] = (),
+) -> ServiceContext:
+    """Load settings, set up logs and tracing, check every configured part answers, build the app."""
+    settings = settings or load_settings()
+    setup_logging(name, settings.log_level)
+    setup_tracing(name, span_processors)
+    asyncio.run(check_kafka(settings.kafka_bootstrap_servers))
+    if needs_redis:
+        asyncio.run(check_redis(settings.redis_url.get_secret_value()))
+    if needs_database:
+        check_database(settings.database_url.get_secret_value())
+    registry = SchemaRegistryClient(settings.schema_registry_url) if settings.schema_registry_url else None
+    codec = AvroCodec(SchemaStore(settings.schema_dir, registry))
+    app = build_app(settings, name)
+    publisher = Publisher(app, settings, codec, name)
+    context = ServiceContext(
+        name=name, settings=settings, app=app, codec=codec, publisher=publisher,
+        dead_letters=DeadLetters(publisher, name),
+        redis=aioredis.from_url(settings.redis_url.get_secret_value()) if needs_redis else None,
+    )
+    _add_web_pages(context)
+    return context
+
+
+def _add_web_pages(context: ServiceContext) -> None:
+    app = context.app
+
+    @app.page("/metrics")
+    async def metrics_page(web: Any, request: Any) -> Any:
+        return web.bytes(prometheus_client.generate_latest(), content_type="text/plain")
+
+    @app.page("/healthz")
+    async def health_page(web: Any, request: Any) -> Any:
+        return web.json({"status": "ok", "service": context.name})
+
+    @app.page("/readyz")
+    async def ready_page(web: Any, request: Any) -> Any:
+        assigned = bool(app.consumer.assignment()) if app.consumer else False
+        status = 200 if context.ready and assigned else 503
+        return web.json({"ready": status == 200, "partitions_assigned": assigned}, status=status)
+
+    @app.task
+    async def mark_ready() -> None:
+        context.ready = True
+        log.info("service started", extra=facts(service=context.name, topics=[stage.topic for stage in context.stages]))
+
+
+def run(context: ServiceContext) -> None:
+    """Run the faust worker until SIGTERM; exit non-zero with a clear message if start-up fails."""
+    try:
+        worker = faust.Worker(context.app, loglevel=context.settings.log_level.lower(), quiet=True)
+        worker.execute_from_commandline()
+    except CipherstreamError as error:
+        log.error("service stopped", extra=facts(error=str(error)))
+        raise SystemExit(2) from error
+
+
+def main(build: Any) -> None:
+    """Entry point of `python -m services.<name>.app`: build the service, run it, fail clearly."""
+    try:
+        context = build()
+    except CipherstreamError as error:
+        logging.basicConfig()
+        log.error("service failed to start: %s", error)
+        raise SystemExit(2) from error
+    run(context)
