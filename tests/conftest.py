@@ -4,9 +4,6 @@ from __future__ import annotations
 
 import asyncio
 import os
-import sys
-import time
-import urllib.request
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
@@ -16,7 +13,8 @@ import pytest
 from services.core.avro import AvroCodec, SchemaStore
 from services.core.config import REPO_ROOT, Settings, load_settings
 from services.core.kafka import all_topic_names, create_topics
-from services.core.runtime import ManagedProcess, embedded_stack, free_port, start_process
+from services.core.runtime import embedded_stack, free_port
+from services.core.supervisor import ServiceRunner
 
 SHARED_DATA = REPO_ROOT.parent / "shared" / "data" / "fate"
 
@@ -51,59 +49,6 @@ async def topics(settings: Settings) -> list[str]:
 @pytest.fixture(scope="session")
 def codec() -> AvroCodec:
     return AvroCodec(SchemaStore(REPO_ROOT / "schemas"))
-
-
-def settings_env(settings: Settings) -> dict[str, str]:
-    """The environment that gives a service process exactly these settings."""
-    env = {key: value for key, value in os.environ.items() if not key.startswith(("CIPHERSTREAM_", "OTEL_"))}
-    env.update({
-        "KAFKA_BOOTSTRAP_SERVERS": settings.kafka_bootstrap_servers,
-        "REDIS_URL": settings.redis_url.get_secret_value(),
-        "DATABASE_URL": settings.database_url.get_secret_value(),
-        "CIPHERSTREAM_TOPIC_PREFIX": settings.topic_prefix,
-        "CIPHERSTREAM_REDIS_KEY_PREFIX": settings.redis_key_prefix,
-        "CIPHERSTREAM_DATA_DIR": str(settings.data_dir),
-        "CIPHERSTREAM_TOPIC_PARTITIONS": str(settings.topic_partitions),
-        "CIPHERSTREAM_LOG_LEVEL": "INFO",
-    })
-    return env
-
-
-class ServiceRunner:
-    """Starts services as real processes (`python -m services.<name>.app`) and stops them."""
-
-    def __init__(self, settings: Settings, log_dir: Path) -> None:
-        self.settings = settings
-        self.log_dir = log_dir
-        self.running: dict[str, ManagedProcess] = {}
-
-    def start(self, name: str, extra_env: dict[str, str] | None = None, instance: str = "") -> ManagedProcess:
-        port = free_port()
-        env = settings_env(self.settings) | {"CIPHERSTREAM_WEB_PORT": str(port)} | (extra_env or {})
-        managed = start_process(f"{name}{instance}", [sys.executable, "-m", f"services.{name}.app", "worker"],
-                                self.log_dir, env)
-        self.running[f"{name}{instance}"] = managed
-        wait_ready(port, managed)
-        return managed
-
-    def stop_all(self) -> None:
-        for managed in self.running.values():
-            managed.stop()
-
-
-def wait_ready(port: int, managed: ManagedProcess, timeout_s: float = 60.0) -> None:
-    deadline = time.monotonic() + timeout_s
-    while time.monotonic() < deadline:
-        if managed.process.poll() is not None:
-            raise RuntimeError(f"{managed.name} exited: {managed.log_path.read_text()[-3000:]}")
-        try:
-            with urllib.request.urlopen(f"http://127.0.0.1:{port}/readyz", timeout=1) as response:
-                if response.status == 200:
-                    return
-        except OSError:
-            pass
-        time.sleep(0.2)
-    raise RuntimeError(f"{managed.name} not ready in {timeout_s} s: {managed.log_path.read_text()[-3000:]}")
 
 
 @pytest.fixture

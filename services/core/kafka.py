@@ -12,7 +12,7 @@ import asyncio
 import logging
 import time
 from collections.abc import Awaitable, Callable, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any, Generic, TypeVar
 
 import faust
@@ -28,6 +28,7 @@ from services.core.avro import AvroCodec
 from services.core.catalog import TOPICS, dlq_name
 from services.core.config import Settings
 from services.core.errors import MessageError, UnreachableError
+from services.core.faust_transport import TunedApp
 from services.core.logs import facts
 from services.core.messages import DeadLetter
 from services.core.telemetry import context_from_headers, headers_from_context
@@ -50,8 +51,9 @@ def now_ms() -> int:
 def build_app(settings: Settings, service: str, **extra: Any) -> faust.App:
     """A faust app tuned for at-least-once batches on Kafka or the embedded Tansu broker."""
     (settings.data_dir / service).mkdir(parents=True, exist_ok=True)
-    app = faust.App(
+    app = TunedApp(
         f"cipherstream-{settings.topic_prefix}{service}",
+        fetch_max_wait_ms=settings.fetch_max_wait_ms,
         broker=[f"kafka://{server}" for server in settings.kafka_bootstrap_servers.split(",")],
         store="memory://",
         datadir=str(settings.data_dir / service),
@@ -183,8 +185,8 @@ class Stage(Generic[M]):
     handle: Handler[M]
     publisher: Publisher
     dead_letters: DeadLetters
-    prefix_len: int = 0
-    _batches: int = field(default=0, init=False)
+    # Called once the broker has acknowledged the batch's output (e.g. mark offers as sent).
+    after_flush: Callable[[], Awaitable[None]] | None = None
 
     async def process(self, events: Sequence[faust.types.EventT]) -> None:
         """Decode, handle, publish and flush one batch; transient failures retry the whole batch."""
@@ -207,6 +209,8 @@ class Stage(Generic[M]):
             for inbound, context, result in zip(inbounds, contexts, results, strict=True):
                 await self._publish(inbound, context, result)
         await self.publisher.flush()
+        if self.after_flush is not None:
+            await self.after_flush()
         metrics.PROCESSING_SECONDS.labels(self.service, self.topic).observe(time.perf_counter() - started)
 
     async def _publish(self, inbound: Inbound[M], context: otel_context.Context, result: HandlerResult) -> None:

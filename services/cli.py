@@ -1,0 +1,130 @@
+"""`cipherstream`: one entry point for the embedded stack, any service, the generator and the demo."""
+from __future__ import annotations
+
+import asyncio
+import os
+import signal
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import typer
+from rich.console import Console
+from rich.table import Table
+
+from services.core.config import REPO_ROOT, load_settings
+from services.core.errors import CipherstreamError
+
+app = typer.Typer(help="Cipherstream: privacy-preserving real-time marketing on Kafka.", no_args_is_help=True)
+schemas_app = typer.Typer(help="Schema versions.")
+app.add_typer(schemas_app, name="schemas")
+console = Console()
+SERVICES = ("ingest", "scoring", "dispatch")
+
+
+@app.command()
+def demo(
+    customers: int = typer.Option(1000, help="synthetic customers"),
+    events: int = typer.Option(3000, help="customer events to replay"),
+    malformed: int = typer.Option(30, help="malformed records mixed in"),
+    rate: float = typer.Option(500.0, help="events per second offered"),
+) -> None:
+    """Start everything on embedded parts, replay events end to end, print a summary, stop everything."""
+    from services.demo import run_demo
+
+    work_dir = Path(tempfile.mkdtemp(prefix="cipherstream-demo-"))
+    console.print(f"[bold]Cipherstream demo[/bold]: {customers} customers, {events} events (+{malformed} malformed) "
+                  f"at {rate:.0f}/s; logs in {work_dir / 'logs'}")
+    try:
+        summary = run_demo(work_dir, customers=customers, events=events, malformed=malformed, rate_per_s=rate)
+    except CipherstreamError as error:
+        console.print(f"[red]demo failed:[/red] {error}")
+        raise typer.Exit(1) from error
+    table = Table(title="What happened", show_header=True)
+    table.add_column("what")
+    table.add_column("count", justify="right")
+    table.add_row("events in (valid)", str(summary.events_sent))
+    table.add_row("scored", str(summary.scored))
+    for channel, count in sorted(summary.offers_by_channel.items()):
+        table.add_row(f"offers -> offers.{channel}", str(count))
+    for reason, count in sorted(summary.suppressed_by_reason.items()):
+        table.add_row(f"suppressed: {reason}", str(count))
+    for reason, count in sorted(summary.dead_letters_by_reason.items()):
+        table.add_row(f"dead letters: {reason}", str(count))
+    for outcome, count in sorted(summary.responses_by_outcome.items()):
+        table.add_row(f"responses: {outcome}", str(count))
+    table.add_row("latency event -> offer p50 (ms)", f"{summary.latency_ms(0.5):.1f}")
+    table.add_row("latency event -> offer p99 (ms)", f"{summary.latency_ms(0.99):.1f}")
+    table.add_row("model service numbers on offers", str(len(summary.service_numbers)))
+    table.add_row("run time (s)", f"{summary.duration_s:.1f}")
+    console.print(table)
+    if not summary.complete:
+        console.print("[red]not every event was accounted for within the time limit[/red]")
+        raise typer.Exit(1)
+    console.print("[green]every event accounted for: scored and offered or suppressed; every malformed record in the DLQ[/green]")
+
+
+@app.command()
+def up() -> None:
+    """Start the embedded broker and Redis plus every bank service; Ctrl-C stops them all."""
+    from services.core.kafka import all_topic_names, create_topics
+    from services.core.runtime import embedded_stack
+    from services.core.supervisor import ServiceRunner
+
+    work_dir = REPO_ROOT / ".cipherstream"
+    with embedded_stack(work_dir) as stack:
+        os.environ.update(stack.env)
+        settings = load_settings()
+        asyncio.run(create_topics(settings.kafka_bootstrap_servers, all_topic_names(settings), settings.topic_partitions))
+        runner = ServiceRunner(settings, work_dir / "logs")
+        try:
+            for name in SERVICES:
+                runner.start(name)
+            console.print({"KAFKA_BOOTSTRAP_SERVERS": settings.kafka_bootstrap_servers,
+                           "REDIS_URL": settings.redis_url.get_secret_value(), "services": runner.ports})
+            signal.sigwait({signal.SIGINT, signal.SIGTERM})
+        finally:
+            runner.stop_all()
+
+
+@app.command()
+def run(service: str = typer.Argument(..., help=f"one of {', '.join(SERVICES)}")) -> None:
+    """Run one service in the foreground (same as `python -m services.<service>.app worker`)."""
+    if service not in SERVICES:
+        raise typer.BadParameter(f"unknown service {service!r}")
+    os.execv(sys.executable, [sys.executable, "-m", f"services.{service}.app", "worker"])
+
+
+@app.command()
+def generate(
+    customers: int = typer.Option(1000), events: int = typer.Option(3000), seed: int = typer.Option(7),
+) -> None:
+    """Publish synthetic customers and events to bank.events.raw on KAFKA_BOOTSTRAP_SERVERS."""
+    from services.core.clients import produce
+    from services.generator.population import customer_records, event_records, make_population
+
+    settings = load_settings()
+    population = make_population(customers, seed)
+    topic = settings.topic("bank.events.raw")
+    now_ms = int(time.time() * 1000)
+    sent = asyncio.run(produce(settings.kafka_bootstrap_servers, topic, customer_records(population, now_ms)))
+    sent += asyncio.run(produce(settings.kafka_bootstrap_servers, topic, event_records(population, events, seed + 1)))
+    console.print(f"published {sent} records to {topic}")
+
+
+@schemas_app.command("release")
+def schemas_release() -> None:
+    """Release every new or changed schema as its next version, refusing backward-incompatible changes."""
+    from services.core.schema_release import release_changed_schemas
+
+    try:
+        released = release_changed_schemas(REPO_ROOT / "schemas")
+    except ValueError as error:
+        console.print(f"[red]{error}[/red]")
+        raise typer.Exit(1) from error
+    console.print(released or "no schema changed")
+
+
+if __name__ == "__main__":
+    app()

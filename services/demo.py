@@ -1,0 +1,167 @@
+"""`make demo`: start the embedded stack and the bank's services, replay synthetic events end to
+end, answer offers as the channels would, and report what happened. Leaves nothing running."""
+from __future__ import annotations
+
+import asyncio
+import time
+from collections import Counter
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
+
+from services.core.avro import AvroCodec, SchemaStore
+from services.core.catalog import CHANNELS, dlq_name, offers_topic
+from services.core.clients import produce
+from services.core.config import Settings, load_settings
+from services.core.kafka import all_topic_names, create_topics, now_ms
+from services.core.messages import DeadLetter, Offer, Suppression
+from services.core.runtime import embedded_stack
+from services.core.supervisor import BANK_SERVICES, ServiceRunner
+from services.generator.channels import respond
+from services.generator.population import customer_records, event_records, make_population, malformed_records
+
+DEMO_DAY = __import__("datetime").date(2026, 11, 25)
+
+
+@dataclass
+class DemoSummary:
+    customers: int = 0
+    events_sent: int = 0
+    malformed_sent: int = 0
+    scored: int = 0
+    offers_by_channel: Counter[str] = field(default_factory=Counter)
+    suppressed_by_reason: Counter[str] = field(default_factory=Counter)
+    dead_letters_by_reason: Counter[str] = field(default_factory=Counter)
+    responses_by_outcome: Counter[str] = field(default_factory=Counter)
+    service_numbers: set[str] = field(default_factory=set)
+    latencies_ms: list[float] = field(default_factory=list)
+    duration_s: float = 0.0
+
+    @property
+    def decided(self) -> int:
+        return sum(self.offers_by_channel.values()) + sum(self.suppressed_by_reason.values())
+
+    def latency_ms(self, quantile: float) -> float:
+        return float(np.quantile(self.latencies_ms, quantile)) if self.latencies_ms else float("nan")
+
+    @property
+    def complete(self) -> bool:
+        return (self.scored >= self.events_sent and self.decided >= self.events_sent
+                and sum(self.dead_letters_by_reason.values()) >= self.malformed_sent)
+
+
+def run_demo(work_dir: Path, *, customers: int = 1000, events: int = 3000, malformed: int = 30,
+             rate_per_s: float = 500.0, timeout_s: float = 180.0) -> DemoSummary:
+    """Run the whole pipeline once on the embedded parts and return what happened."""
+    with embedded_stack(work_dir) as stack:
+        settings = load_settings(
+            kafka_bootstrap_servers=stack.env.get("KAFKA_BOOTSTRAP_SERVERS") or _from_env("KAFKA_BOOTSTRAP_SERVERS"),
+            redis_url=stack.env.get("REDIS_URL") or _from_env("REDIS_URL"),
+            database_url=stack.env.get("DATABASE_URL") or _from_env("DATABASE_URL"),
+            data_dir=work_dir / "data", topic_prefix=f"demo{int(time.time())}.", redis_key_prefix=f"demo{int(time.time())}:",
+            topic_partitions=4,
+        )
+        asyncio.run(create_topics(settings.kafka_bootstrap_servers, all_topic_names(settings), settings.topic_partitions))
+        runner = ServiceRunner(settings, work_dir / "logs")
+        try:
+            for name in BANK_SERVICES:
+                runner.start(name, wait=False)
+            runner.wait_all_ready()
+            return asyncio.run(_drive(settings, customers, events, malformed, rate_per_s, timeout_s))
+        finally:
+            runner.stop_all()
+
+
+def _from_env(name: str) -> str:
+    import os
+
+    return os.environ[name]
+
+
+async def _drive(settings: Settings, customer_count: int, event_count: int, malformed_count: int,
+                 rate_per_s: float, timeout_s: float) -> DemoSummary:
+    codec = AvroCodec(SchemaStore(settings.schema_dir))
+    summary = DemoSummary(customers=customer_count, malformed_sent=malformed_count)
+    population = make_population(customer_count)
+    by_id = {customer.customer_id: customer for customer in population}
+    raw_topic = settings.topic("bank.events.raw")
+    await produce(settings.kafka_bootstrap_servers, raw_topic, customer_records(population, now_ms()))
+    await _wait_for_count(settings, settings.topic("customer.profiles"), customer_count, timeout_s=60)
+    await asyncio.sleep(1.0)  # let scoring store the profiles before the first event arrives
+
+    producer = AIOKafkaProducer(bootstrap_servers=settings.kafka_bootstrap_servers, linger_ms=2, enable_idempotence=False)
+    await producer.start()
+    started = time.monotonic()
+    collector = asyncio.create_task(_collect(settings, codec, summary, producer, by_id))
+    try:
+        events = list(event_records(population, event_count)) + list(malformed_records(malformed_count))
+        events.sort(key=lambda record: hash(record[0]) % 997)  # spread malformed ones among the good
+        summary.events_sent = event_count
+        tick_s = 0.02
+        per_tick = max(1, int(rate_per_s * tick_s))
+        for start in range(0, len(events), per_tick):
+            for key, value in events[start:start + per_tick]:
+                await producer.send(raw_topic, value=value, key=key)
+            await asyncio.sleep(max(0.0, started + (start + per_tick) / rate_per_s - time.monotonic()))
+        await producer.flush()
+        deadline = time.monotonic() + timeout_s
+        while not summary.complete and time.monotonic() < deadline:
+            await asyncio.sleep(0.2)
+        await asyncio.sleep(1.0)  # the last responses reach scoring
+    finally:
+        collector.cancel()
+        await asyncio.gather(collector, return_exceptions=True)
+        await producer.stop()
+    summary.duration_s = time.monotonic() - started
+    return summary
+
+
+async def _wait_for_count(settings: Settings, topic: str, count: int, timeout_s: float) -> None:
+    consumer = AIOKafkaConsumer(bootstrap_servers=settings.kafka_bootstrap_servers, enable_auto_commit=False)
+    await consumer.start()
+    try:
+        partitions = [TopicPartition(topic, partition) for partition in range(settings.topic_partitions)]
+        deadline = time.monotonic() + timeout_s
+        while time.monotonic() < deadline:
+            ends = await consumer.end_offsets(partitions)
+            if sum(ends.values()) >= count:
+                return
+            await asyncio.sleep(0.2)
+    finally:
+        await consumer.stop()
+
+
+async def _collect(settings: Settings, codec: AvroCodec, summary: DemoSummary, producer: AIOKafkaProducer,
+                   customers: dict[str, object]) -> None:
+    """Count every output, and answer each offer as the bank's channel would."""
+    offer_topics = {settings.topic(offers_topic(channel)): channel for channel in CHANNELS}
+    scores_topic, suppressions_topic = settings.topic("scores"), settings.topic("suppressions")
+    dlq_topic, responses_topic = settings.topic(dlq_name("bank.events.raw")), settings.topic("responses")
+    consumer = AIOKafkaConsumer(bootstrap_servers=settings.kafka_bootstrap_servers, enable_auto_commit=False,
+                                auto_offset_reset="earliest")
+    await consumer.start()
+    try:
+        topics = [*offer_topics, scores_topic, suppressions_topic, dlq_topic]
+        consumer.assign([TopicPartition(topic, p) for topic in topics for p in range(settings.topic_partitions)])
+        while True:
+            batches = await consumer.getmany(timeout_ms=100, max_records=2000)
+            for records in batches.values():
+                for record in records:
+                    if record.topic == scores_topic:
+                        summary.scored += 1
+                    elif record.topic in offer_topics:
+                        offer = codec.decode(record.value, Offer)
+                        summary.offers_by_channel[offer.channel] += 1
+                        summary.service_numbers.add(offer.service_number)
+                        summary.latencies_ms.append(record.timestamp - offer.received_at_ms)
+                        for response in respond(offer, customers[offer.customer_id], now_ms(), DEMO_DAY):  # type: ignore[arg-type]
+                            summary.responses_by_outcome[response.outcome] += 1
+                            await producer.send(responses_topic, key=offer.customer_id.encode(), value=codec.encode(response))
+                    elif record.topic == suppressions_topic:
+                        summary.suppressed_by_reason[codec.decode(record.value, Suppression).reason] += 1
+                    elif record.topic == dlq_topic:
+                        summary.dead_letters_by_reason[codec.decode(record.value, DeadLetter).reason] += 1
+    finally:
+        await consumer.stop()

@@ -1,0 +1,93 @@
+"""Campaigns as the marketing team writes them (YAML), validated with errors that name the field."""
+from __future__ import annotations
+
+import datetime as dt
+from pathlib import Path
+from typing import Annotated
+
+import pydantic
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, StringConstraints, model_validator
+
+from services.core.catalog import CHANNELS
+from services.core.errors import ConfigError
+from services.core.messages import TRIGGER_EVENT_TYPES
+
+Identifier = Annotated[str, StringConstraints(pattern=r"^[a-z0-9_]{1,64}$")]
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class ChannelTemplate(_Strict):
+    channel: str
+    template: Annotated[str, StringConstraints(min_length=1, max_length=500)]
+
+    @model_validator(mode="after")
+    def _known_channel(self) -> ChannelTemplate:
+        if self.channel not in CHANNELS:
+            raise ValueError(f"unknown channel {self.channel!r}; known: {', '.join(CHANNELS)}")
+        return self
+
+
+class Eligibility(_Strict):
+    min_age: int = Field(default=18, ge=0, le=120)
+    max_age: int = Field(default=120, ge=0, le=120)
+    segments: tuple[Identifier, ...] | None = None
+    exclude_holders: bool = True
+    min_propensity: float = Field(default=0.0, ge=0.0, le=1.0)
+
+
+class Campaign(_Strict):
+    campaign_id: Identifier
+    product: Identifier
+    value: float = Field(gt=0, description="expected value of one conversion, in major currency units")
+    priority: float = Field(default=1.0, gt=0)
+    triggers: tuple[str, ...] = Field(min_length=1)
+    channels: tuple[ChannelTemplate, ...] = Field(min_length=1)
+    eligibility: Eligibility = Eligibility()
+    start: dt.date | None = None
+    end: dt.date | None = None
+
+    @model_validator(mode="after")
+    def _consistent(self) -> Campaign:
+        unknown = set(self.triggers) - set(TRIGGER_EVENT_TYPES)
+        if unknown:
+            raise ValueError(f"unknown triggers {sorted(unknown)}; known: {', '.join(TRIGGER_EVENT_TYPES)}")
+        if self.start and self.end and self.end < self.start:
+            raise ValueError("end is before start")
+        if self.eligibility.max_age < self.eligibility.min_age:
+            raise ValueError("eligibility.max_age is below min_age")
+        return self
+
+    def active_on(self, day: dt.date) -> bool:
+        return (self.start is None or self.start <= day) and (self.end is None or day <= self.end)
+
+    def template_for(self, channel: str) -> ChannelTemplate | None:
+        return next((template for template in self.channels if template.channel == channel), None)
+
+
+class CampaignFile(_Strict):
+    campaigns: tuple[Campaign, ...] = Field(min_length=1)
+
+    @model_validator(mode="after")
+    def _unique_ids(self) -> CampaignFile:
+        ids = [campaign.campaign_id for campaign in self.campaigns]
+        duplicates = sorted({campaign_id for campaign_id in ids if ids.count(campaign_id) > 1})
+        if duplicates:
+            raise ValueError(f"duplicate campaign_id {duplicates}")
+        return self
+
+
+def load_campaigns(path: Path) -> tuple[Campaign, ...]:
+    """Read and validate a campaigns file; any problem is a ConfigError naming the file and field."""
+    try:
+        document = yaml.safe_load(path.read_text())
+    except (OSError, yaml.YAMLError) as exc:
+        raise ConfigError(f"cannot read campaigns file {path}: {exc}") from exc
+    try:
+        return CampaignFile.model_validate(document).campaigns
+    except pydantic.ValidationError as exc:
+        problems = "; ".join(f"{'.'.join(map(str, error['loc']))}: {error['msg']}" for error in exc.errors())
+        raise ConfigError(f"invalid campaigns file {path}: {problems}") from exc

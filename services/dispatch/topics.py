@@ -1,0 +1,7 @@
+"""Topics the dispatch service reads and writes."""
+from services.core.catalog import CHANNELS, offers_topic
+
+SCORES = "scores"                                                # reads: CustomerScores
+OFFERS = tuple(offers_topic(channel) for channel in CHANNELS)    # writes: Offer, one topic per channel
+SUPPRESSIONS = "suppressions"                                    # writes: Suppression
+# dead letters: dlq.scores

@@ -1,0 +1,117 @@
+"""An online propensity model per product: river learns one labelled event at a time, and a
+numpy snapshot of its weights scores whole batches at once with reason codes.
+
+River's pipeline (StandardScaler -> LogisticRegression) is the source of truth; scoring
+reads its means, variances and weights into arrays after each learning step, so a batch of
+events costs one matrix product instead of a Python call per event and product.
+"""
+from __future__ import annotations
+
+import math
+import pickle
+from dataclasses import dataclass, field
+
+import numpy as np
+from river import compose, drift, linear_model, metrics, optim, preprocessing
+
+from services.scoring.features import FEATURE_NAMES
+
+REASONS_PER_SCORE = 3
+PRIOR_CONVERSION_RATE = 0.05
+
+
+def _pipeline(learning_rate: float, l2: float) -> compose.Pipeline:
+    return compose.Pipeline(
+        preprocessing.StandardScaler(),
+        linear_model.LogisticRegression(
+            optimizer=optim.SGD(learning_rate), l2=l2,
+            # Start from the prior so a cold model ranks by nothing rather than claiming 50 %.
+            intercept_init=math.log(PRIOR_CONVERSION_RATE / (1 - PRIOR_CONVERSION_RATE)),
+        ),
+    )
+
+
+@dataclass
+class Snapshot:
+    """The model frozen into arrays for vectorised scoring."""
+
+    means: np.ndarray
+    scales: np.ndarray
+    weights: np.ndarray
+    intercept: float
+
+
+@dataclass
+class ProductModel:
+    """River pipeline plus its snapshot, prequential quality and drift detector, for one product."""
+
+    product: str
+    learning_rate: float = 0.05
+    l2: float = 1e-4
+    pipeline: compose.Pipeline = field(init=False)
+    snapshot: Snapshot = field(init=False)
+    auc: metrics.ROCAUC = field(default_factory=metrics.ROCAUC)
+    drift_detector: drift.ADWIN = field(default_factory=drift.ADWIN)
+    rows_learned: int = 0
+    drifts_detected: int = 0
+
+    def __post_init__(self) -> None:
+        self.pipeline = _pipeline(self.learning_rate, self.l2)
+        self.refresh_snapshot()
+
+    def refresh_snapshot(self) -> None:
+        scaler, regression = self.pipeline["StandardScaler"], self.pipeline["LogisticRegression"]
+        variances = np.array([scaler.vars.get(name, 0.0) for name in FEATURE_NAMES])
+        self.snapshot = Snapshot(
+            means=np.array([scaler.means.get(name, 0.0) for name in FEATURE_NAMES]),
+            # river's scaler maps a constant feature to 0; an infinite scale does the same here.
+            scales=np.where(variances > 0, np.sqrt(np.where(variances > 0, variances, 1.0)), np.inf),
+            weights=np.array([regression.weights.get(name, 0.0) for name in FEATURE_NAMES]),
+            intercept=float(regression.intercept),
+        )
+
+    def contributions(self, features: np.ndarray) -> np.ndarray:
+        """Each feature's additive share of the log-odds, rows x features."""
+        snapshot = self.snapshot
+        return snapshot.weights * (features - snapshot.means) / snapshot.scales
+
+    def predict_batch(self, features: np.ndarray, partner_partial_scores: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray]:
+        """Propensities and per-feature contributions for a batch (rows x FEATURE_NAMES)."""
+        contributions = self.contributions(features)
+        log_odds = self.snapshot.intercept + contributions.sum(axis=1)
+        if partner_partial_scores is not None:
+            log_odds = log_odds + partner_partial_scores
+        return 1.0 / (1.0 + np.exp(-log_odds)), contributions
+
+    def learn(self, features: np.ndarray, converted: bool) -> None:
+        """Learn one labelled example; keep prequential AUC (predict first) and watch for drift."""
+        row = dict(zip(FEATURE_NAMES, features.tolist(), strict=True))
+        probability = self.pipeline.predict_proba_one(row).get(True, 0.0)
+        self.auc.update(converted, probability)
+        self.drift_detector.update(float((probability >= 0.5) != converted))
+        if self.drift_detector.drift_detected:
+            self.drifts_detected += 1
+        self.pipeline.learn_one(row, converted)
+        self.rows_learned += 1
+        self.refresh_snapshot()
+
+    def to_bytes(self) -> bytes:
+        return pickle.dumps(self)
+
+    @staticmethod
+    def from_bytes(checkpoint: bytes) -> ProductModel:
+        # Only checkpoints from our own registry are ever loaded (pickle trusts its input).
+        model = pickle.loads(checkpoint)  # noqa: S301
+        if not isinstance(model, ProductModel):
+            raise TypeError(f"checkpoint holds {type(model).__name__}, not a ProductModel")
+        return model
+
+
+def top_reasons(contributions: np.ndarray, count: int = REASONS_PER_SCORE) -> list[tuple[str, float]]:
+    """The features that moved this score most, largest absolute contribution first.
+
+    >>> top_reasons(np.array([0.1, -2.0] + [0.0] * (len(FEATURE_NAMES) - 2)), 2)
+    [('tenure_years', -2.0), ('age', 0.1)]
+    """
+    order = np.argsort(-np.abs(contributions))[:count]
+    return [(FEATURE_NAMES[index], float(contributions[index])) for index in order]

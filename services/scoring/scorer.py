@@ -1,0 +1,189 @@
+"""Scoring logic: keep profiles, score events for every product, learn from responses.
+
+State lives in Redis so any scoring worker can serve any customer and an erased customer can be
+removed from one place: `profile:<customer>` (the current profile) and `features:<customer>`
+(a hash of event id -> the feature vector that was scored, kept so a later response can be
+learned against exactly what was scored; expires after `feature_ttl_s`).
+"""
+from __future__ import annotations
+
+import asyncio
+import datetime as dt
+import json
+import logging
+import socket
+import time
+from dataclasses import asdict, dataclass, field
+
+import numpy as np
+import redis.asyncio as aioredis
+
+from services.core import metrics
+from services.core.kafka import HandlerResult, Inbound, Outbound, now_ms
+from services.core.logs import facts
+from services.core.messages import CustomerEvent, CustomerProfile, CustomerScores, OfferResponse, ProductScore, ReasonCode
+from services.models.registry import DataFingerprint, ModelRegistry, ModelVersion
+from services.scoring.features import FEATURE_NAMES, PRODUCTS, feature_vector
+from services.scoring.model import ProductModel, top_reasons
+
+log = logging.getLogger(__name__)
+SCORES_TOPIC = "scores"
+POSITIVE_OUTCOMES = frozenset({"converted"})
+NEGATIVE_OUTCOMES = frozenset({"ignored", "opted_out"})
+FEATURE_TTL_S = 14 * 24 * 3600
+LEARNED_MARK_TTL_S = 30 * 24 * 3600
+UNKNOWN_SEGMENT = "unknown"
+
+
+def model_name(product: str) -> str:
+    return f"propensity.{product}"
+
+
+def unknown_profile(customer_id: str) -> CustomerProfile:
+    """What we score with before the customer's profile arrives: no consent, so no offer is made."""
+    return CustomerProfile(customer_id, 0, 0, 0, 0, (), UNKNOWN_SEGMENT, "sms", "UTC", False, 0)
+
+
+@dataclass
+class LiveModel:
+    """A product model being served, with the registry version its scores carry."""
+
+    model: ProductModel
+    version: ModelVersion
+    fingerprint: DataFingerprint
+    started_at: dt.datetime
+    learned_since_checkpoint: int = 0
+
+
+@dataclass
+class Scorer:
+    redis: aioredis.Redis
+    key_prefix: str
+    registry: ModelRegistry
+    live: dict[str, LiveModel] = field(default_factory=dict)
+    checkpoint_every_rows: int = 200
+    operator: str = "scoring-service"
+
+    @classmethod
+    def start(cls, redis: aioredis.Redis, key_prefix: str, registry: ModelRegistry, products: tuple[str, ...] = PRODUCTS,
+              checkpoint_every_rows: int = 200) -> Scorer:
+        """Restore each product's latest checkpoint (or start fresh) and register this run's version."""
+        scorer = cls(redis, key_prefix, registry, checkpoint_every_rows=checkpoint_every_rows)
+        for product in products:
+            latest = registry.latest(model_name(product))
+            model = ProductModel.from_bytes(latest[1]) if latest and latest[1] else ProductModel(product)
+            previous = latest[0] if latest else None
+            fingerprint = DataFingerprint(previous.data_fingerprint if previous else "")
+            scorer.live[product] = LiveModel(model, previous, fingerprint, dt.datetime.now(dt.timezone.utc))  # type: ignore[arg-type]
+            scorer._checkpoint(product)
+            registry.record_deployment(scorer.live[product].version.service_number, operator=scorer.operator,
+                                       target=socket.gethostname())
+        return scorer
+
+    def _checkpoint(self, product: str) -> None:
+        live = self.live[product]
+        model = live.model
+        live.version = self.registry.register(
+            model_name=model_name(product), algorithm="river.LogisticRegression(online SGD)",
+            parameters={"learning_rate": model.learning_rate, "l2": model.l2, "scaler": "StandardScaler"},
+            feature_names=list(FEATURE_NAMES), rows_learned=model.rows_learned, iterations=model.rows_learned,
+            fingerprint=live.fingerprint, operator=self.operator, started_at=live.started_at,
+            metrics={"auc_prequential": model.auc.get(), "drifts_detected": model.drifts_detected},
+            checkpoint=model.to_bytes(), parent_service_number=live.version.service_number if live.version else None,
+        )
+        live.learned_since_checkpoint = 0
+        live.started_at = dt.datetime.now(dt.timezone.utc)
+
+    def _key(self, kind: str, customer_id: str) -> str:
+        return f"{self.key_prefix}{kind}:{customer_id}"
+
+    async def store_profiles(self, batch: list[Inbound[CustomerProfile | None]]) -> list[HandlerResult]:
+        """Keep the latest profile per customer; a tombstone erases the customer's scoring state."""
+        pipeline = self.redis.pipeline(transaction=False)
+        for inbound in batch:
+            if inbound.message is None:
+                customer_id = (inbound.key or b"").decode()
+                pipeline.delete(self._key("profile", customer_id), self._key("features", customer_id))
+            else:
+                pipeline.set(self._key("profile", inbound.message.customer_id), json.dumps(asdict(inbound.message)))
+        await pipeline.execute()
+        return [[] for _ in batch]
+
+    async def score(self, batch: list[Inbound[CustomerEvent]]) -> list[HandlerResult]:
+        """One CustomerScores per event: a propensity and reason codes for every product."""
+        events = [inbound.message for inbound in batch]
+        stored = await self.redis.mget([self._key("profile", event.customer_id) for event in events])
+        profiles = [_profile_from_json(raw) if raw else unknown_profile(event.customer_id) for raw, event in zip(stored, events)]
+        features = np.vstack([feature_vector(event, profile) for event, profile in zip(events, profiles)])
+        per_product = {product: live.model.predict_batch(features) for product, live in self.live.items()}
+        scored_at_ms = now_ms()
+        results: list[HandlerResult] = []
+        pipeline = self.redis.pipeline(transaction=False)
+        for row, (event, profile) in enumerate(zip(events, profiles)):
+            product_scores = tuple(
+                ProductScore(
+                    product=product, propensity=float(propensities[row]),
+                    model_version=f"{self.live[product].version.model_name}@v{self.live[product].version.version}",
+                    service_number=self.live[product].version.service_number, partner_contributed=False,
+                    reasons=tuple(ReasonCode(name, value) for name, value in top_reasons(contributions[row])),
+                )
+                for product, (propensities, contributions) in per_product.items()
+            )
+            scores = CustomerScores(
+                event_id=event.event_id, customer_id=event.customer_id, event_type=event.event_type,
+                received_at_ms=event.received_at_ms, scored_at_ms=scored_at_ms, segment=profile.segment,
+                preferred_channel=profile.preferred_channel, timezone=profile.timezone, age=profile.age,
+                products_held=profile.products_held, consent_marketing=profile.consent_marketing, scores=product_scores,
+            )
+            results.append([Outbound(SCORES_TOPIC, event.customer_id, scores)])
+            if profile.segment != UNKNOWN_SEGMENT:
+                features_key = self._key("features", event.customer_id)
+                pipeline.hset(features_key, event.event_id, features[row].tobytes())
+                pipeline.expire(features_key, FEATURE_TTL_S)
+        await pipeline.execute()
+        return results
+
+    async def learn(self, batch: list[Inbound[OfferResponse]]) -> list[HandlerResult]:
+        """Learn from terminal responses (converted: 1; ignored, opted out: 0), each exactly once."""
+        terminal = [inbound.message for inbound in batch
+                    if inbound.message.outcome in POSITIVE_OUTCOMES | NEGATIVE_OUTCOMES
+                    and inbound.message.product in self.live]
+        if terminal:
+            pipeline = self.redis.pipeline(transaction=False)
+            for response in terminal:
+                pipeline.set(f"{self.key_prefix}learned:{response.response_id}", 1, nx=True, ex=LEARNED_MARK_TTL_S)
+                pipeline.hget(self._key("features", response.customer_id), response.event_id)
+            replies = await pipeline.execute()
+            for index, response in enumerate(terminal):
+                first_time, stored_features = replies[2 * index], replies[2 * index + 1]
+                if not first_time:
+                    continue
+                if stored_features is None:
+                    log.info("response without stored features", extra=facts(event_id=response.event_id))
+                    continue
+                self._learn_one(response, np.frombuffer(stored_features, dtype=np.float64))
+            await self._checkpoint_due()
+        return [[] for _ in batch]
+
+    def _learn_one(self, response: OfferResponse, features: np.ndarray) -> None:
+        live = self.live[response.product]
+        converted = response.outcome in POSITIVE_OUTCOMES
+        live.model.learn(features, converted)
+        live.fingerprint.update(features.tolist(), converted, response.occurred_at_ms)
+        live.learned_since_checkpoint += 1
+        metrics.MODEL_AUC.labels(response.product).set(live.model.auc.get())
+
+    async def _checkpoint_due(self) -> None:
+        for product, live in self.live.items():
+            if live.learned_since_checkpoint >= self.checkpoint_every_rows:
+                started = time.perf_counter()
+                await asyncio.to_thread(self._checkpoint, product)
+                log.info("model checkpoint", extra=facts(product=product, service_number=live.version.service_number,
+                                                          rows=live.model.rows_learned,
+                                                          seconds=round(time.perf_counter() - started, 3)))
+
+
+def _profile_from_json(raw: bytes) -> CustomerProfile:
+    values = json.loads(raw)
+    values["products_held"] = tuple(values["products_held"])
+    return CustomerProfile(**values)
