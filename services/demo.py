@@ -13,7 +13,7 @@ from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
 
 from services.core.avro import AvroCodec, SchemaStore
 from services.core.catalog import CHANNELS, dlq_name, offers_topic
-from services.core.clients import produce
+from services.core.clients import consume, produce
 from services.core.config import Settings, load_settings
 from services.core.kafka import all_topic_names, create_topics, now_ms
 from services.core.messages import DeadLetter, Offer, Suppression
@@ -88,7 +88,10 @@ async def _drive(settings: Settings, customer_count: int, event_count: int, malf
     by_id = {customer.customer_id: customer for customer in population}
     raw_topic = settings.topic("bank.events.raw")
     await produce(settings.kafka_bootstrap_servers, raw_topic, customer_records(population, now_ms()))
-    await _wait_for_count(settings, settings.topic("customer.profiles"), customer_count, timeout_s=60)
+    # Count records rather than ask for end offsets: Tansu's ListOffsets advances once per
+    # produced batch, not per record, so end offsets undercount on the embedded broker.
+    await consume(settings.kafka_bootstrap_servers, [settings.topic("customer.profiles")],
+                  until=lambda got: len(got) >= customer_count, timeout_s=60)
     await asyncio.sleep(1.0)  # let scoring store the profiles before the first event arrives
 
     producer = AIOKafkaProducer(bootstrap_servers=settings.kafka_bootstrap_servers, linger_ms=2, enable_idempotence=False)
@@ -116,21 +119,6 @@ async def _drive(settings: Settings, customer_count: int, event_count: int, malf
         await producer.stop()
     summary.duration_s = time.monotonic() - started
     return summary
-
-
-async def _wait_for_count(settings: Settings, topic: str, count: int, timeout_s: float) -> None:
-    consumer = AIOKafkaConsumer(bootstrap_servers=settings.kafka_bootstrap_servers, enable_auto_commit=False)
-    await consumer.start()
-    try:
-        partitions = [TopicPartition(topic, partition) for partition in range(settings.topic_partitions)]
-        deadline = time.monotonic() + timeout_s
-        while time.monotonic() < deadline:
-            ends = await consumer.end_offsets(partitions)
-            if sum(ends.values()) >= count:
-                return
-            await asyncio.sleep(0.2)
-    finally:
-        await consumer.stop()
 
 
 async def _collect(settings: Settings, codec: AvroCodec, summary: DemoSummary, producer: AIOKafkaProducer,

@@ -58,3 +58,26 @@ def services(settings: Settings, topics: list[str], tmp_path: Path) -> Iterator[
     runner.stop_all()
 
 
+
+
+@pytest.fixture(scope="session")
+def postgres_url(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+    """A real PostgreSQL 16 (the pgserver wheel), or the one DATABASE_URL_POSTGRES names."""
+    configured = os.environ.get("DATABASE_URL_POSTGRES")
+    if configured:
+        yield configured
+        return
+    import pgserver
+
+    server = pgserver.get_server(tmp_path_factory.mktemp("pg"), cleanup_mode="stop")
+    yield server.get_uri().replace("postgresql://", "postgresql+psycopg2://", 1)
+    server.cleanup()
+
+
+@pytest.fixture(params=["sqlite", "postgresql"])
+def database_url(request: pytest.FixtureRequest, tmp_path: Path) -> str:
+    """Each SQL test runs on both the embedded default (SQLite) and production's PostgreSQL."""
+    if request.param == "sqlite":
+        return f"sqlite:///{tmp_path / 'registry.db'}"
+    url: str = request.getfixturevalue("postgres_url")
+    return url

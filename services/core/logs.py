@@ -59,7 +59,8 @@ class JsonFormatter(logging.Formatter):
             document["trace_id"] = format(span_context.trace_id, "032x")
         facts = getattr(record, "facts", None)
         if facts:
-            document.update({key: mask_digits_in(str(value)) for key, value in facts.items()})
+            document.update({key: value if isinstance(value, (int, float, bool)) else mask_digits_in(str(value))
+                             for key, value in facts.items()})
         if record.exc_info:
             document["exception"] = mask_digits_in(self.formatException(record.exc_info))
         return json.dumps(document)

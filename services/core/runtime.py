@@ -189,10 +189,20 @@ async def check_redis(redis_url: str, timeout_s: float = 5.0) -> None:
         await client.aclose()
 
 
+def ensure_sqlite_directory(database_url: str) -> None:
+    """SQLite creates its file but not the folder it sits in; make the folder for the embedded default."""
+    from sqlalchemy.engine import make_url
+
+    url = make_url(database_url)
+    if url.get_backend_name() == "sqlite" and url.database and url.database != ":memory:":
+        Path(url.database).parent.mkdir(parents=True, exist_ok=True)
+
+
 def check_database(database_url: str) -> None:
     from sqlalchemy import create_engine, text
     from sqlalchemy.exc import SQLAlchemyError
 
+    ensure_sqlite_directory(database_url)
     try:
         engine = create_engine(database_url)
         with engine.connect() as connection:

@@ -93,10 +93,20 @@ def _add_web_pages(context: ServiceContext) -> None:
         log.info("service started", extra=facts(service=context.name, topics=[stage.topic for stage in context.stages]))
 
 
+class JsonLoggingWorker(faust.Worker):
+    """faust's worker configures the root logger on start; put our JSON handler back after it."""
+
+    service_name = "cipherstream"
+
+    def on_setup_root_logger(self, logger: logging.Logger, level: int) -> None:
+        setup_logging(self.service_name, logging.getLevelName(level) if level else "INFO")
+
+
 def run(context: ServiceContext) -> None:
     """Run the faust worker until SIGTERM; exit non-zero with a clear message if start-up fails."""
     try:
-        worker = faust.Worker(context.app, loglevel=context.settings.log_level.lower(), quiet=True)
+        worker = JsonLoggingWorker(context.app, loglevel=context.settings.log_level.lower(), quiet=True)
+        worker.service_name = context.name
         worker.execute_from_commandline()
     except CipherstreamError as error:
         log.error("service stopped", extra=facts(error=str(error)))

@@ -1,0 +1,77 @@
+"""Events through ingest, scoring and dispatch as real processes on the real broker and Redis."""
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+from services.core.avro import AvroCodec
+from services.core.catalog import CHANNELS, offers_topic
+from services.core.clients import consume, produce
+from services.core.config import Settings
+from services.core.messages import DeadLetter, Offer, Suppression
+from services.demo import run_demo
+
+TS_MS = 1_764_054_000_000  # 2025-11-25 07:00 UTC
+
+
+def _customer(customer_id: str, segment: str, channel: str, consent: bool = True) -> bytes:
+    return json.dumps({"op": "r", "source": {"table": "customers", "ts_ms": TS_MS}, "after": {
+        "customer_id": customer_id, "birth_date": "1990-03-01", "opened_at": "2014-06-01", "monthly_income": "30000.00",
+        "balance": "250000.00", "products": ["debit_card"], "segment": segment, "preferred_channel": channel,
+        "timezone": "Asia/Shanghai", "consent_marketing": consent}}).encode()
+
+
+def _transaction(txn_id: str, customer_id: str, kind: str, amount: str, country: str = "CN") -> bytes:
+    return json.dumps({"op": "c", "source": {"table": "transactions", "ts_ms": TS_MS}, "after": {
+        "txn_id": txn_id, "customer_id": customer_id, "kind": kind, "amount": amount, "currency": "CNY",
+        "country": country, "booked_at": "2025-11-25T07:00:00Z"}}).encode()
+
+
+async def test_events_become_offers_suppressions_and_dead_letters(settings: Settings, services, codec: AvroCodec) -> None:
+    for name in ("ingest", "scoring", "dispatch"):
+        services.start(name, wait=False)
+    services.wait_all_ready()
+    raw = settings.topic("bank.events.raw")
+    await produce(settings.kafka_bootstrap_servers, raw, [
+        (b"A", _customer("A", "young_professional", "push")),
+        (b"B", _customer("B", "family", "sms", consent=False)),
+        (b"T", _customer("T", "affluent", "wechat")),
+    ])
+    await consume(settings.kafka_bootstrap_servers, [settings.topic("customer.profiles")],
+                  until=lambda got: len(got) >= 3, timeout_s=20)
+    import asyncio
+    await asyncio.sleep(1.0)  # scoring stores the profiles
+    await produce(settings.kafka_bootstrap_servers, raw, [
+        (b"A", _transaction("1", "A", "salary", "30000.00")),        # offer: wealth fund on push
+        (b"A", _transaction("2", "A", "salary", "30000.00")),        # same day again: frequency cap
+        (b"B", _transaction("3", "B", "salary", "30000.00")),        # no consent
+        (b"T", _transaction("4", "T", "card", "880.00", "JP")),      # abroad: travel insurance on wechat
+        (b"X", b'{"op": "c", "source": {"table": "transactions"'),   # malformed
+    ])
+    offer_topics = [settings.topic(offers_topic(channel)) for channel in CHANNELS]
+    suppressions, dlq = settings.topic("suppressions"), settings.topic("dlq.bank.events.raw")
+    records = await consume(settings.kafka_bootstrap_servers, [*offer_topics, suppressions, dlq],
+                            until=lambda got: len(got) >= 5, timeout_s=40)
+    offers = {codec.decode(r.value, Offer).customer_id: (r.topic, codec.decode(r.value, Offer))
+              for r in records if r.topic in offer_topics}
+    suppressed = sorted((codec.decode(r.value, Suppression).customer_id, codec.decode(r.value, Suppression).reason)
+                        for r in records if r.topic == suppressions)
+    dead = [codec.decode(r.value, DeadLetter) for r in records if r.topic == dlq]
+
+    topic_a, offer_a = offers["A"]
+    assert topic_a == settings.topic("offers.push")
+    assert (offer_a.campaign_id, offer_a.product, offer_a.trigger) == ("salary_day_wealth_fund", "wealth_fund", "salary_credit")
+    assert offer_a.service_number.startswith("CS-PROPENSITY.WEALTH_FUND") and len(offer_a.reasons) == 3
+    topic_t, offer_t = offers["T"]
+    assert topic_t == settings.topic("offers.wechat") and offer_t.campaign_id == "travel_card_abroad"
+    assert suppressed == [("A", "frequency_cap"), ("B", "no_consent")]
+    assert len(dead) == 1 and dead[0].reason == "bad_json" and dead[0].value.startswith(b'{"op"')
+
+
+def test_demo_accounts_for_every_event_and_stops_everything(tmp_path: Path) -> None:
+    summary = run_demo(tmp_path, customers=150, events=300, malformed=6, rate_per_s=300, timeout_s=90)
+    assert summary.complete
+    assert summary.scored == 300 and summary.decided == 300
+    assert sum(summary.dead_letters_by_reason.values()) == 6
+    assert sum(summary.offers_by_channel.values()) > 0 and summary.latencies_ms
+    assert summary.responses_by_outcome["delivered"] == sum(summary.offers_by_channel.values())
