@@ -138,8 +138,14 @@ class Publisher:
         self._pending: list[Awaitable[Any]] = []
 
     async def send(self, outbound: Outbound, context: otel_context.Context | None = None) -> None:
+        """Encode and send one message inside a PRODUCER span whose context travels in the headers."""
         value = None if outbound.message is None else self.codec.encode(outbound.message)
-        await self.send_bytes(outbound.topic, outbound.key.encode(), value, headers_from_context(context))
+        with tracer.start_as_current_span(
+            f"{outbound.topic} publish", context=context, kind=trace.SpanKind.PRODUCER,
+            attributes={"messaging.system": "kafka", "messaging.operation.type": "send",
+                        "messaging.destination.name": outbound.topic, "cipherstream.service": self.service},
+        ):
+            await self.send_bytes(outbound.topic, outbound.key.encode(), value, headers_from_context())
 
     async def send_bytes(self, topic: str, key: bytes | None, value: bytes | None, headers: list[tuple[str, bytes]]) -> None:
         topic_name = self.settings.topic(topic)
@@ -191,6 +197,7 @@ class Stage(Generic[M]):
     async def process(self, events: Sequence[faust.types.EventT]) -> None:
         """Decode, handle, publish and flush one batch; transient failures retry the whole batch."""
         started = time.perf_counter()
+        started_ns = time.time_ns()
         inbounds: list[Inbound[M]] = []
         contexts: list[otel_context.Context] = []
         for event in events:
@@ -207,21 +214,23 @@ class Stage(Generic[M]):
         if inbounds:
             results = await self._handle_with_retry(inbounds)
             for inbound, context, result in zip(inbounds, contexts, results, strict=True):
-                await self._publish(inbound, context, result)
+                await self._publish(inbound, context, result, started_ns)
         await self.publisher.flush()
         if self.after_flush is not None:
             await self.after_flush()
         metrics.PROCESSING_SECONDS.labels(self.service, self.topic).observe(time.perf_counter() - started)
 
-    async def _publish(self, inbound: Inbound[M], context: otel_context.Context, result: HandlerResult) -> None:
+    async def _publish(self, inbound: Inbound[M], context: otel_context.Context, result: HandlerResult,
+                       started_ns: int) -> None:
+        """Publish one inbound's results inside its CONSUMER span, which began with the batch."""
         if isinstance(result, MessageError):
             await self.dead_letters.send(self.topic, inbound.partition, inbound.offset, inbound.key, inbound.raw_value, result)
             return
         span = tracer.start_span(
-            f"{self.topic} process", context=context, kind=trace.SpanKind.CONSUMER,
+            f"{self.topic} process", context=context, kind=trace.SpanKind.CONSUMER, start_time=started_ns,
             attributes={
                 "messaging.system": "kafka", "messaging.operation.type": "process",
-                "messaging.destination.name": self.topic, "messaging.kafka.message.offset": inbound.offset,
+                "messaging.destination.name": self.topic, "messaging.kafka.offset": inbound.offset,
                 "messaging.destination.partition.id": str(inbound.partition), "cipherstream.service": self.service,
             },
         )

@@ -2,7 +2,8 @@
 
 The exporter follows the standard OTEL_* variables: with OTEL_EXPORTER_OTLP_ENDPOINT set, spans
 go to that collector over OTLP/HTTP; otherwise they are created (so trace ids reach the logs and
-the next hop) but not exported. Tests pass their own span processor.
+the next hop) but not exported. `CIPHERSTREAM_TRACE_FILE` appends every span as one JSON line
+to a file (the SDK's console exporter pointed at a file): for local runs and the tracing test.
 """
 from __future__ import annotations
 
@@ -13,7 +14,7 @@ from opentelemetry import context as otel_context
 from opentelemetry import propagate, trace
 from opentelemetry.sdk.resources import Resource
 from opentelemetry.sdk.trace import SpanProcessor, TracerProvider
-from opentelemetry.sdk.trace.export import BatchSpanProcessor
+from opentelemetry.sdk.trace.export import BatchSpanProcessor, ConsoleSpanExporter
 
 KafkaHeaders = Sequence[tuple[str, bytes]]
 
@@ -24,6 +25,12 @@ def setup_tracing(service: str, processors: Iterable[SpanProcessor] = ()) -> Tra
         from opentelemetry.exporter.otlp.proto.http.trace_exporter import OTLPSpanExporter
 
         provider.add_span_processor(BatchSpanProcessor(OTLPSpanExporter()))
+    trace_file = os.environ.get("CIPHERSTREAM_TRACE_FILE")
+    if trace_file:
+        provider.add_span_processor(BatchSpanProcessor(ConsoleSpanExporter(
+            out=open(trace_file, "a", encoding="utf-8"),  # noqa: SIM115 - lives as long as the process
+            formatter=lambda span: span.to_json(indent=None) + "\n",
+        ), schedule_delay_millis=200))
     for processor in processors:
         provider.add_span_processor(processor)
     trace.set_tracer_provider(provider)

@@ -1,7 +1,6 @@
 """Events through ingest, scoring and dispatch as real processes on the real broker and Redis."""
 from __future__ import annotations
 
-import json
 from pathlib import Path
 
 from services.core.avro import AvroCodec
@@ -10,22 +9,7 @@ from services.core.clients import consume, produce
 from services.core.config import Settings
 from services.core.messages import DeadLetter, Offer, Suppression
 from services.demo import run_demo
-
-TS_MS = 1_764_054_000_000  # 2025-11-25 07:00 UTC
-
-
-def _customer(customer_id: str, segment: str, channel: str, consent: bool = True) -> bytes:
-    return json.dumps({"op": "r", "source": {"table": "customers", "ts_ms": TS_MS}, "after": {
-        "customer_id": customer_id, "birth_date": "1990-03-01", "opened_at": "2014-06-01", "monthly_income": "30000.00",
-        "balance": "250000.00", "products": ["debit_card"], "segment": segment, "preferred_channel": channel,
-        "timezone": "Asia/Shanghai", "consent_marketing": consent}}).encode()
-
-
-def _transaction(txn_id: str, customer_id: str, kind: str, amount: str, country: str = "CN") -> bytes:
-    return json.dumps({"op": "c", "source": {"table": "transactions", "ts_ms": TS_MS}, "after": {
-        "txn_id": txn_id, "customer_id": customer_id, "kind": kind, "amount": amount, "currency": "CNY",
-        "country": country, "booked_at": "2025-11-25T07:00:00Z"}}).encode()
-
+from tests.samples import customer_row as _customer, transaction_row as _transaction
 
 async def test_events_become_offers_suppressions_and_dead_letters(settings: Settings, services, codec: AvroCodec) -> None:
     for name in ("ingest", "scoring", "dispatch"):

@@ -1,16 +1,11 @@
 """The ingest service against the real broker: canonical events out, malformed input to the DLQ."""
 from __future__ import annotations
 
-import json
-
 from services.core.avro import AvroCodec
 from services.core.clients import consume, produce
 from services.core.config import Settings
 from services.core.messages import CustomerEvent, CustomerProfile, DeadLetter
-
-
-def cdc(table: str, after: dict, op: str = "c") -> bytes:
-    return json.dumps({"op": op, "source": {"table": table, "ts_ms": 1764028800000}, "after": after}).encode()
+from tests.samples import cdc
 
 
 SALARY = cdc("transactions", {"txn_id": "T1", "customer_id": "C1", "kind": "salary", "amount": "15000.00",
