@@ -11,7 +11,7 @@ nothing about it. Who holds what, and what each learns:
 | anyone with k-1 shares | k-1 shares | nothing about the content: for any other secret of the same length there are exactly as many ways to draw the random coefficients that give the same k-1 shares |
 
 Scheme: the secret becomes field elements over GF(p), p a Mersenne prime (2^521 - 1 for bytes:
-64 bytes per element; 2^127 - 1 for fixed-point floats: one value per element, 16 bytes).
+65 bytes per element; 2^127 - 1 for fixed-point floats: one value per element, 16 bytes).
 Element e_j is the constant term of a random polynomial f_j of degree k-1; custodian i gets
 f_j(i) for every j. Rebuilding is Lagrange interpolation at 0.
 
@@ -59,10 +59,12 @@ from services.core.errors import CipherstreamError
 Encoding = Literal["bytes", "fixed_point"]
 
 MERSENNE_EXPONENTS = (127, 521)
-"""Fields we use: p = 2^bits - 1, both prime. 521 holds 64 bytes of a byte string per element;
+"""Fields we use: p = 2^bits - 1, both prime. 521 holds 65 bytes of a byte string per element;
 127 holds one fixed-point value with room to spare, at an eighth of the size."""
 
 BYTES_PRIME_BITS = 521
+BYTES_PER_ELEMENT = (BYTES_PRIME_BITS - 1) // 8
+"""65: the most whole bytes whose integer is always below 2^521 - 1."""
 FLOATS_PRIME_BITS = 127
 DEFAULT_FRAC_BITS = 40
 """Fixed-point fraction bits for floats: a resolution of 9e-13, finer than float32 weights need,
@@ -170,24 +172,37 @@ class SecretShare:
         if not encoded.startswith(cls._MAGIC) or len(encoded) < len(cls._MAGIC) + cls._HEADER.size + 32:
             raise ShareCorruptedError("not a Cipherstream secret share (bad magic or truncated)")
         body = encoded[len(cls._MAGIC) : -32]
-        (split_id, index, threshold, share_count, prime_bits, encoding_code, secret_length, frac_bits, commitment, count) = (
-            cls._HEADER.unpack_from(body)
-        )
+        header = cls._HEADER.unpack_from(body)
+        split_id, index, threshold, share_count, prime_bits, encoding_code, secret_length, frac_bits, commitment, count = header
         if prime_bits not in MERSENNE_EXPONENTS or encoding_code not in (0, 1):
             raise ShareCorruptedError(f"share {index}: unknown field {prime_bits} or encoding {encoding_code}")
         width = (prime_bits + 7) // 8
         packed_values = body[cls._HEADER.size :]
         if len(packed_values) != count * width:
             raise ShareCorruptedError(f"share {index}: expected {count} values, the file is truncated or padded")
-        values = tuple(int.from_bytes(packed_values[start : start + width], "big") for start in range(0, len(packed_values), width))
+        values = tuple(
+            int.from_bytes(packed_values[start : start + width], "big") for start in range(0, len(packed_values), width)
+        )
         encoding: Encoding = "bytes" if encoding_code == 0 else "fixed_point"
-        share = cls(split_id, index, threshold, share_count, prime_bits, encoding, secret_length, frac_bits, commitment, values, encoded[-32:])
+        share = cls(
+            split_id, index, threshold, share_count, prime_bits, encoding, secret_length, frac_bits, commitment, values,
+            encoded[-32:],
+        )
         share.check()
         return share
 
     def to_json(self) -> str:
         """A JSON document for custodians who keep text files; the payload is base64."""
-        return json.dumps({"cipherstream_share": 1, "share": base64.b64encode(self.to_bytes()).decode(), "index": self.index, "threshold": self.threshold, "share_count": self.share_count, "split_id": self.split_id.hex()})
+        return json.dumps(
+            {
+                "cipherstream_share": 1,
+                "split_id": self.split_id.hex(),
+                "index": self.index,
+                "threshold": self.threshold,
+                "share_count": self.share_count,
+                "share": base64.b64encode(self.to_bytes()).decode(),
+            }
+        )
 
     @classmethod
     def from_json(cls, document: str) -> SecretShare:
@@ -259,7 +274,9 @@ def _split_elements(
                 accumulated = (accumulated + coefficient) * x % prime
             share_values.append((accumulated + element) % prime)
     return [
-        SecretShare(split_id, x, threshold, share_count, prime_bits, encoding, secret_length, frac_bits, commitment, tuple(values)).with_checksum()
+        SecretShare(
+            split_id, x, threshold, share_count, prime_bits, encoding, secret_length, frac_bits, commitment, tuple(values)
+        ).with_checksum()
         for x, values in zip(indices, values_by_share)
     ]
 
@@ -346,7 +363,7 @@ def split_secret(secret: bytes, *, threshold: int, share_count: int, randbelow: 
     >>> combine_shares(shares)
     b''
     """
-    chunk_bytes = (BYTES_PRIME_BITS - 1) // 8
+    chunk_bytes = BYTES_PER_ELEMENT
     elements = [int.from_bytes(secret[start : start + chunk_bytes], "big") for start in range(0, len(secret), chunk_bytes)]
     return _split_elements(
         elements,
@@ -373,7 +390,7 @@ def combine_shares(shares: Sequence[SecretShare]) -> bytes:
     """
     elements = _combine_elements(shares, "bytes")
     length = shares[0].secret_length
-    chunk_bytes = (BYTES_PRIME_BITS - 1) // 8
+    chunk_bytes = BYTES_PER_ELEMENT
     pieces = []
     for position, element in enumerate(elements):
         piece_length = min(chunk_bytes, length - position * chunk_bytes)
