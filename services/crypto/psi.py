@@ -501,6 +501,7 @@ class PsiParty:
         self._now_s = now_s
         self._next_batch_id = 0
         self._pending: dict[int, _PendingBatch] = {}
+        self._sent_ids: set[str] = set()
         self._own_point_to_id: dict[bytes, str] = {}
         self._own_id_to_point: dict[str, bytes] = {}
         self._other_points: set[bytes] = set()
@@ -524,8 +525,9 @@ class PsiParty:
         (2, 1)
         """
         self._check_not_expired()
-        already_sent = self._already_sent()
+        already_sent = self._sent_ids
         new_ids = list(dict.fromkeys(sent_id for sent_id in ids if sent_id not in already_sent))
+        already_sent.update(new_ids)
         new_ids = self._random_order(new_ids)
         encoded_ids = [new_id.encode() for new_id in new_ids]
         prefix = self.key.params.hash_prefix()
@@ -632,6 +634,9 @@ class PsiParty:
             batch_id: _PendingBatch(list(ids), bytearray(answered)) for batch_id, (ids, answered) in state.pending.items()
         }
         party._own_id_to_point = dict(state.own_doubly_blinded)
+        party._sent_ids = set(state.own_doubly_blinded)
+        for ids, _ in state.pending.values():
+            party._sent_ids.update(ids)
         party._own_point_to_id = {point: own_id for own_id, point in state.own_doubly_blinded.items()}
         party._other_points = set(state.other_doubly_blinded)
         join_id = state.key.params.join_id
@@ -639,12 +644,6 @@ class PsiParty:
             own_id: join_id(point) for point, own_id in party._own_point_to_id.items() if point in party._other_points
         }
         return party
-
-    def _already_sent(self) -> set[str]:
-        sent = set(self._own_id_to_point)
-        for batch in self._pending.values():
-            sent.update(batch.ids)
-        return sent
 
     def _check_not_expired(self) -> None:
         if self._now_s() >= self.key.params.expires_at_s:
