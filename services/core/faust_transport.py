@@ -31,11 +31,12 @@ def _transport_class(fetch_max_wait_ms: int) -> type[faust_aiokafka.Transport]:
 
 
 class TunedApp(faust.App):
-    """faust.App with the consumer fetch wait under our control."""
+    """faust.App with the consumer fetch wait under our control, and its Kafka clients optional."""
 
-    def __init__(self, *args: Any, fetch_max_wait_ms: int = 20, **kwargs: Any) -> None:
+    def __init__(self, *args: Any, fetch_max_wait_ms: int = 20, uses_kafka: bool = True, **kwargs: Any) -> None:
         self._transport_type = _transport_class(fetch_max_wait_ms)
         super().__init__(*args, **kwargs)
+        self.boot_strategy = self.BootStrategy(self, enable_kafka=uses_kafka)
 
     def _new_transport(self) -> Any:
         return self._transport_type(self.conf.broker_consumer, self)

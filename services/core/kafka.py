@@ -1,24 +1,32 @@
 """Kafka plumbing every service shares: the faust app, batched stages, publishing, dead letters.
 
-A stage is a thin faust agent: take a batch of events, decode each (a bad one goes to
-`dlq.<topic>` with its bytes and the reason), hand the decoded batch to a handler (pure logic
-plus Redis), publish what it returns with the trace context in the headers, wait until the
-broker has everything, and only then let faust ack the batch. A crash before the flush replays
-the batch: at-least-once delivery, with idempotent processing downstream.
+Each service is a faust app (lifecycle, web server, tasks). Its hot path is a `StageRunner`:
+one aiokafka consumer over the service's input topics, read in batches. For each batch it
+decodes every message (a bad one goes to `dlq.<topic>` with its bytes and the reason), hands
+each topic's decoded batch to that stage's handler (pure logic plus Redis), publishes what the
+handler returns, waits until the broker has acknowledged all of it, and only then commits the
+offsets. A crash before the commit replays the batch: at-least-once delivery, with idempotent
+processing downstream.
+
+Why not faust's own streams: measured on this machine, `stream.take_events` tops out at about
+9,300 events/s with no work at all, against 48,500/s for a batched aiokafka consume-and-produce
+loop; a stage must reach half of the latter. faust stays the framework around it.
 """
 from __future__ import annotations
 
 import asyncio
 import logging
+import random
 import time
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
 from typing import Any, Generic, TypeVar
 
 import faust
+import mode
+from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, ConsumerRecord, TopicPartition
 from aiokafka.admin import AIOKafkaAdminClient, NewTopic
 from aiokafka.errors import KafkaError, TopicAlreadyExistsError
-from opentelemetry import context as otel_context
 from opentelemetry import trace
 from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import TimeoutError as RedisTimeoutError
@@ -31,7 +39,7 @@ from services.core.errors import MessageError, UnreachableError
 from services.core.faust_transport import TunedApp
 from services.core.logs import facts
 from services.core.messages import DeadLetter
-from services.core.telemetry import context_from_headers, headers_from_context
+from services.core.telemetry import TraceDecision, decide_trace, headers_from_context, root_sample_ratio
 
 log = logging.getLogger(__name__)
 tracer = trace.get_tracer("cipherstream")
@@ -48,11 +56,14 @@ def now_ms() -> int:
     return time.time_ns() // 1_000_000
 
 
-def build_app(settings: Settings, service: str, **extra: Any) -> faust.App:
+def build_app(settings: Settings, service: str, uses_faust_kafka: bool = False, **extra: Any) -> faust.App:
     """A faust app tuned for at-least-once batches on Kafka or the embedded Tansu broker."""
     (settings.data_dir / service).mkdir(parents=True, exist_ok=True)
     app = TunedApp(
         f"cipherstream-{settings.topic_prefix}{service}",
+        # The stages consume through StageRunner; faust's own Kafka clients start only for apps
+        # that declare faust tables (their changelogs need them).
+        uses_kafka=uses_faust_kafka,
         fetch_max_wait_ms=settings.fetch_max_wait_ms,
         broker=[f"kafka://{server}" for server in settings.kafka_bootstrap_servers.split(",")],
         store="memory://",
@@ -128,36 +139,60 @@ Handler = Callable[[list[Inbound[M]]], Awaitable[list[HandlerResult]]]
 
 
 class Publisher:
-    """Encodes messages and hands them to the producer, keeping delivery futures until `flush`."""
+    """Encodes messages and hands them to the service's producer, keeping delivery futures until `flush`."""
 
-    def __init__(self, app: faust.App, settings: Settings, codec: AvroCodec, service: str) -> None:
-        self.app = app
+    def __init__(self, settings: Settings, codec: AvroCodec, service: str) -> None:
         self.settings = settings
         self.codec = codec
         self.service = service
-        self._pending: list[Awaitable[Any]] = []
+        self._producer: AIOKafkaProducer | None = None
+        self._pending: list[asyncio.Future[Any]] = []
+        self._sent_per_topic: dict[str, int] = {}
 
-    async def send(self, outbound: Outbound, context: otel_context.Context | None = None) -> None:
-        """Encode and send one message inside a PRODUCER span whose context travels in the headers."""
+    async def start(self) -> None:
+        self._producer = AIOKafkaProducer(
+            bootstrap_servers=self.settings.kafka_bootstrap_servers, acks="all", linger_ms=self.settings.producer_linger_ms,
+            max_batch_size=512 * 1024, max_request_size=4 * 1024 * 1024,
+            # Tansu fails idempotent producers; at-least-once plus idempotent processing instead.
+            enable_idempotence=False,
+        )
+        await self._producer.start()
+
+    async def stop(self) -> None:
+        if self._producer is not None:
+            await self._producer.stop()
+            self._producer = None
+
+    async def send(self, outbound: Outbound, trace_decision: TraceDecision | None = None) -> None:
+        """Encode and send one message. A recorded trace gets a PRODUCER span whose context travels in
+        the headers; an unrecorded one forwards the incoming traceparent unchanged."""
         value = None if outbound.message is None else self.codec.encode(outbound.message)
-        with tracer.start_as_current_span(
-            f"{outbound.topic} publish", context=context, kind=trace.SpanKind.PRODUCER,
-            attributes={"messaging.system": "kafka", "messaging.operation.type": "send",
-                        "messaging.destination.name": outbound.topic, "cipherstream.service": self.service},
-        ):
-            await self.send_bytes(outbound.topic, outbound.key.encode(), value, headers_from_context())
+        if trace_decision is None or trace_decision.recorded:
+            parent = trace_decision.parent if trace_decision else None
+            with tracer.start_as_current_span(
+                f"{outbound.topic} publish", context=parent, kind=trace.SpanKind.PRODUCER,
+                attributes={"messaging.system": "kafka", "messaging.operation.type": "send",
+                            "messaging.destination.name": outbound.topic, "cipherstream.service": self.service},
+            ):
+                await self.send_bytes(outbound.topic, outbound.key.encode(), value, headers_from_context())
+        else:
+            await self.send_bytes(outbound.topic, outbound.key.encode(), value, list(trace_decision.forwarded_headers))
 
     async def send_bytes(self, topic: str, key: bytes | None, value: bytes | None, headers: list[tuple[str, bytes]]) -> None:
-        topic_name = self.settings.topic(topic)
-        future = await self.app.producer.send(topic_name, key, value, partition=None, timestamp=None, headers=headers)
+        if self._producer is None:
+            raise UnreachableError("publisher used before start()")
+        future = await self._producer.send(self.settings.topic(topic), value=value, key=key, headers=headers)
         self._pending.append(future)
-        metrics.EVENTS_OUT.labels(self.service, topic).inc()
+        self._sent_per_topic[topic] = self._sent_per_topic.get(topic, 0) + 1
 
     async def flush(self) -> None:
         """Wait until the broker has acknowledged everything sent so far."""
         pending, self._pending = self._pending, []
         if pending:
             await asyncio.gather(*pending)
+        for topic, count in self._sent_per_topic.items():
+            metrics.EVENTS_OUT.labels(self.service, topic).inc(count)
+        self._sent_per_topic.clear()
 
 
 class DeadLetters:
@@ -194,49 +229,48 @@ class Stage(Generic[M]):
     # Called once the broker has acknowledged the batch's output (e.g. mark offers as sent).
     after_flush: Callable[[], Awaitable[None]] | None = None
 
-    async def process(self, events: Sequence[faust.types.EventT]) -> None:
-        """Decode, handle, publish and flush one batch; transient failures retry the whole batch."""
+    async def process(self, records: Sequence[ConsumerRecord[bytes, bytes]], sample_ratio: float = 1.0) -> None:
+        """Decode, handle and publish one batch (the caller flushes and commits)."""
         started = time.perf_counter()
         started_ns = time.time_ns()
+        metrics.EVENTS_IN.labels(self.service, self.topic).inc(len(records))
         inbounds: list[Inbound[M]] = []
-        contexts: list[otel_context.Context] = []
-        for event in events:
-            message = event.message
-            metrics.EVENTS_IN.labels(self.service, self.topic).inc()
+        decisions: list[TraceDecision] = []
+        for record in records:
             try:
-                decoded = self.decode(message.value)
+                decoded = self.decode(record.value)
             except MessageError as error:
-                await self.dead_letters.send(self.topic, message.partition, message.offset, message.key, message.value, error)
+                await self.dead_letters.send(self.topic, record.partition, record.offset, record.key, record.value, error)
                 continue
-            inbounds.append(Inbound(decoded, message.key, self.topic, message.partition, message.offset,
-                                    int(message.timestamp * 1000), message.value))
-            contexts.append(context_from_headers(event.headers))
+            inbounds.append(Inbound(decoded, record.key, self.topic, record.partition, record.offset,
+                                    record.timestamp, record.value))
+            decisions.append(decide_trace(record.headers, sample_ratio, random.getrandbits))
         if inbounds:
             results = await self._handle_with_retry(inbounds)
-            for inbound, context, result in zip(inbounds, contexts, results, strict=True):
-                await self._publish(inbound, context, result, started_ns)
-        await self.publisher.flush()
-        if self.after_flush is not None:
-            await self.after_flush()
+            for inbound, decision, result in zip(inbounds, decisions, results, strict=True):
+                await self._publish(inbound, decision, result, started_ns)
         metrics.PROCESSING_SECONDS.labels(self.service, self.topic).observe(time.perf_counter() - started)
 
-    async def _publish(self, inbound: Inbound[M], context: otel_context.Context, result: HandlerResult,
-                       started_ns: int) -> None:
-        """Publish one inbound's results inside its CONSUMER span, which began with the batch."""
+    async def _publish(self, inbound: Inbound[M], decision: TraceDecision, result: HandlerResult, started_ns: int) -> None:
+        """Publish one inbound's results; a recorded trace gets a CONSUMER span begun with the batch."""
         if isinstance(result, MessageError):
             await self.dead_letters.send(self.topic, inbound.partition, inbound.offset, inbound.key, inbound.raw_value, result)
             return
+        if not decision.recorded:
+            for outbound in result:
+                await self.publisher.send(outbound, decision)
+            return
         span = tracer.start_span(
-            f"{self.topic} process", context=context, kind=trace.SpanKind.CONSUMER, start_time=started_ns,
+            f"{self.topic} process", context=decision.parent, kind=trace.SpanKind.CONSUMER, start_time=started_ns,
             attributes={
                 "messaging.system": "kafka", "messaging.operation.type": "process",
                 "messaging.destination.name": self.topic, "messaging.kafka.offset": inbound.offset,
                 "messaging.destination.partition.id": str(inbound.partition), "cipherstream.service": self.service,
             },
         )
-        span_context = trace.set_span_in_context(span)
+        child = TraceDecision(trace.set_span_in_context(span), ())
         for outbound in result:
-            await self.publisher.send(outbound, span_context)
+            await self.publisher.send(outbound, child)
         span.end()
 
     async def _handle_with_retry(self, inbounds: list[Inbound[M]]) -> list[HandlerResult]:
@@ -274,16 +308,85 @@ class Stage(Generic[M]):
         return results
 
 
-def attach_stage(app: faust.App, settings: Settings, stage: Stage[Any]) -> None:
-    """Register the stage as a faust agent reading its topic in batches."""
-    source = app.topic(settings.topic(stage.topic), value_type=bytes, value_serializer="raw", key_serializer="raw")
 
-    async def agent(stream: faust.StreamT[bytes]) -> None:
-        async for events in stream.take_events(settings.batch_max_events, within=settings.batch_window_s):
-            await stage.process(events)
 
-    agent.__name__ = f"{stage.service}_{stage.topic.replace('.', '_')}"
-    app.agent(source, name=agent.__name__)(agent)
+class StageRunner(mode.Service):
+    """The service's hot path: one consumer over every stage's topic, batch by batch.
+
+    Per batch: each topic's records go to its stage, then one flush waits for the broker to
+    acknowledge every output, then the stages' `after_flush` hooks run, then the offsets are
+    committed. Commit-after-flush is what makes delivery at-least-once.
+    """
+
+    def __init__(self, settings: Settings, service: str, publisher: Publisher, **kwargs: Any) -> None:
+        super().__init__(**kwargs)
+        self.settings = settings
+        self.service = service
+        self.publisher = publisher
+        self.stages: dict[str, Stage[Any]] = {}
+        self.consumer: AIOKafkaConsumer | None = None
+        self.sample_ratio = root_sample_ratio()
+        self.batches = 0
+
+    def add(self, stage: Stage[Any]) -> None:
+        self.stages[self.settings.topic(stage.topic)] = stage
+
+    @property
+    def assigned(self) -> bool:
+        return bool(self.consumer is not None and self.consumer.assignment())
+
+    async def on_start(self) -> None:
+        await self.publisher.start()
+        settings = self.settings
+        self.consumer = AIOKafkaConsumer(
+            *self.stages, bootstrap_servers=settings.kafka_bootstrap_servers,
+            group_id=stage_group_id(settings, self.service), client_id=f"cipherstream-{self.service}",
+            enable_auto_commit=False, auto_offset_reset="earliest", fetch_max_wait_ms=settings.fetch_max_wait_ms,
+            max_poll_records=settings.batch_max_events, max_partition_fetch_bytes=4 * 1024 * 1024,
+            session_timeout_ms=int(settings.broker_session_timeout_s * 1000),
+            rebalance_timeout_ms=int(settings.broker_rebalance_timeout_s * 1000),
+            heartbeat_interval_ms=int(settings.broker_heartbeat_interval_s * 1000),
+        )
+        await self.consumer.start()
+
+    async def on_stop(self) -> None:
+        if self.consumer is not None:
+            await self.consumer.stop()
+        await self.publisher.stop()
+
+    @mode.Service.task
+    async def _consume(self) -> None:
+        assert self.consumer is not None
+        window_ms = int(self.settings.batch_window_s * 1000)
+        while not self.should_stop:
+            batches = await self.consumer.getmany(timeout_ms=window_ms, max_records=self.settings.batch_max_events)
+            if batches:
+                await self.process(batches)
+
+    async def process(self, batches: dict[TopicPartition, list[ConsumerRecord[bytes, bytes]]]) -> None:
+        by_topic: dict[str, list[ConsumerRecord[bytes, bytes]]] = {}
+        for partition, records in batches.items():
+            by_topic.setdefault(partition.topic, []).extend(records)
+        for topic, records in by_topic.items():
+            await self.stages[topic].process(records, self.sample_ratio)
+        await self.publisher.flush()
+        for topic in by_topic:
+            hook = self.stages[topic].after_flush
+            if hook is not None:
+                await hook()
+        assert self.consumer is not None
+        await self.consumer.commit({partition: records[-1].offset + 1 for partition, records in batches.items()})
+        self.batches += 1
+        for partition in batches:
+            highwater = self.consumer.highwater(partition)
+            if highwater is not None:
+                position = batches[partition][-1].offset + 1
+                metrics.CONSUMER_LAG.labels(self.service, partition.topic, str(partition.partition)).set(max(0, highwater - position))
+
+
+def stage_group_id(settings: Settings, service: str) -> str:
+    """The consumer group of a service's stages (all its workers share it)."""
+    return f"cipherstream.{settings.topic_prefix}{service}"
 
 
 def avro_decoder(codec: AvroCodec, message_type: type[M]) -> Decoder[M]:

@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any
 
 import faust
@@ -17,7 +17,7 @@ from opentelemetry.sdk.trace import SpanProcessor
 from services.core.avro import AvroCodec, SchemaRegistryClient, SchemaStore
 from services.core.config import Settings, load_settings
 from services.core.errors import CipherstreamError
-from services.core.kafka import DeadLetters, Publisher, Stage, attach_stage, build_app
+from services.core.kafka import DeadLetters, Publisher, Stage, StageRunner, build_app
 from services.core.logs import facts, setup_logging
 from services.core.runtime import check_database, check_kafka, check_redis
 from services.core.telemetry import setup_tracing
@@ -35,13 +35,12 @@ class ServiceContext:
     codec: AvroCodec
     publisher: Publisher
     dead_letters: DeadLetters
+    runner: StageRunner
     redis: aioredis.Redis | None = None
     ready: bool = False
-    stages: list[Stage[Any]] = field(default_factory=list)
 
     def add_stage(self, stage: Stage[Any]) -> None:
-        attach_stage(self.app, self.settings, stage)
-        self.stages.append(stage)
+        self.runner.add(stage)
 
 
 def bootstrap(
@@ -60,10 +59,10 @@ def bootstrap(
     registry = SchemaRegistryClient(settings.schema_registry_url) if settings.schema_registry_url else None
     codec = AvroCodec(SchemaStore(settings.schema_dir, registry))
     app = build_app(settings, name)
-    publisher = Publisher(app, settings, codec, name)
+    publisher = Publisher(settings, codec, name)
     context = ServiceContext(
         name=name, settings=settings, app=app, codec=codec, publisher=publisher,
-        dead_letters=DeadLetters(publisher, name),
+        dead_letters=DeadLetters(publisher, name), runner=StageRunner(settings, name, publisher),
         redis=aioredis.from_url(settings.redis_url.get_secret_value()) if needs_redis else None,
     )
     _add_web_pages(context)
@@ -83,14 +82,15 @@ def _add_web_pages(context: ServiceContext) -> None:
 
     @app.page("/readyz")
     async def ready_page(web: Any, request: Any) -> Any:
-        assigned = bool(app.consumer.assignment()) if app.consumer else False
+        assigned = context.runner.assigned
         status = 200 if context.ready and assigned else 503
         return web.json({"ready": status == 200, "partitions_assigned": assigned}, status=status)
 
     @app.task
-    async def mark_ready() -> None:
+    async def start_stages() -> None:
+        await app.add_runtime_dependency(context.runner)
         context.ready = True
-        log.info("service started", extra=facts(service=context.name, topics=[stage.topic for stage in context.stages]))
+        log.info("service started", extra=facts(service=context.name, topics=sorted(context.runner.stages)))
 
 
 class JsonLoggingWorker(faust.Worker):

@@ -1,0 +1,203 @@
+"""Stream throughput and latency on the embedded broker, every number from the same run.
+
+- raw_passthrough_per_s: a batched aiokafka consume-and-produce loop (the ceiling).
+- ingest_per_s, scoring_per_s, dispatch_per_s: each service alone, its input preloaded; the
+  rate is outputs / (last output time - first output time), so start-up is not counted.
+- stage_ratio_min: the slowest stage / raw passthrough (target >= 0.5).
+- pipeline_per_s: raw CDC preloaded, all three services running (target >= 10,000/s).
+- p99_ms_at_2000: raw events offered at 2,000/s for a while; p99 latency from the raw event
+  reaching Kafka to its offer reaching Kafka (target <= 50 ms).
+- scaleout_2w_ratio: the pipeline with two worker processes per service over one (target >= 1.7).
+
+Run: `python -m bench.stream` (or `--quick`).
+"""
+from __future__ import annotations
+
+import asyncio
+import tempfile
+import time
+import uuid
+from collections.abc import Sequence
+from pathlib import Path
+
+import numpy as np
+from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
+
+from bench.common import parse_args, write_results
+from services.core.avro import AvroCodec, SchemaStore
+from services.core.catalog import CHANNELS, offers_topic
+from services.core.clients import Record, consume
+from services.core.config import Settings, load_settings
+from services.core.kafka import all_topic_names, create_topics
+from services.core.messages import Offer
+from services.core.runtime import embedded_stack
+from services.core.supervisor import ServiceRunner
+from services.generator.population import customer_records, event_records, make_population
+
+PARTITIONS = 4
+
+
+def fresh_settings(env: dict[str, str], work_dir: Path) -> Settings:
+    prefix = f"b{uuid.uuid4().hex[:6]}."
+    return load_settings(
+        kafka_bootstrap_servers=env["KAFKA_BOOTSTRAP_SERVERS"], redis_url=env["REDIS_URL"],
+        database_url=f"sqlite:///{work_dir / (prefix + 'db')}", topic_prefix=prefix, redis_key_prefix=prefix,
+        data_dir=work_dir / prefix, topic_partitions=PARTITIONS, log_level="WARNING",
+        # Benchmarks measure the pipeline, not the contact policy: allow every decision to be an offer.
+        max_offers_per_customer_per_day=1_000_000,
+    )
+
+
+async def preload(bootstrap: str, topic: str, records: Sequence[tuple[bytes, bytes]]) -> None:
+    producer = AIOKafkaProducer(bootstrap_servers=bootstrap, linger_ms=5, max_batch_size=512 * 1024,
+                                enable_idempotence=False)
+    await producer.start()
+    try:
+        futures = [await producer.send(topic, value=value, key=key) for key, value in records]
+        await asyncio.gather(*futures)
+    finally:
+        await producer.stop()
+
+
+def rate(records: Sequence[Record]) -> float:
+    stamps = sorted(record.timestamp_ms for record in records)
+    span_s = max((stamps[-1] - stamps[0]) / 1000, 1e-3)
+    return (len(stamps) - 1) / span_s
+
+
+async def wait_outputs(settings: Settings, topics: Sequence[str], count: int, timeout_s: float = 300) -> list[Record]:
+    return await consume(settings.kafka_bootstrap_servers, [settings.topic(topic) for topic in topics],
+                         until=lambda got: len(got) >= count, timeout_s=timeout_s)
+
+
+async def raw_passthrough(settings: Settings, records: Sequence[tuple[bytes, bytes]]) -> float:
+    source, sink = settings.topic("raw.in"), settings.topic("raw.out")
+    await create_topics(settings.kafka_bootstrap_servers, [source, sink], PARTITIONS)
+    await preload(settings.kafka_bootstrap_servers, source, records)
+    consumer = AIOKafkaConsumer(source, bootstrap_servers=settings.kafka_bootstrap_servers, group_id=f"{source}g",
+                                auto_offset_reset="earliest", enable_auto_commit=False, fetch_max_wait_ms=10,
+                                max_poll_records=2000)
+    producer = AIOKafkaProducer(bootstrap_servers=settings.kafka_bootstrap_servers, linger_ms=2,
+                                max_batch_size=512 * 1024, enable_idempotence=False)
+    await consumer.start()
+    await producer.start()
+    moved = 0
+    try:
+        while moved < len(records):
+            batches = await consumer.getmany(timeout_ms=100, max_records=2000)
+            futures = [await producer.send(sink, value=message.value, key=message.key)
+                       for messages in batches.values() for message in messages]
+            await asyncio.gather(*futures)
+            await consumer.commit()
+            moved += len(futures)
+    finally:
+        await consumer.stop()
+        await producer.stop()
+    return rate(await wait_outputs(settings, ["raw.out"], len(records)))
+
+
+def decisions_topics() -> list[str]:
+    return [offers_topic(channel) for channel in CHANNELS] + ["suppressions"]
+
+
+def run_services(settings: Settings, work_dir: Path, names: Sequence[str], workers: int = 1) -> ServiceRunner:
+    runner = ServiceRunner(settings, work_dir / "logs")
+    for name in names:
+        for instance in range(workers):
+            runner.start(name, instance=f"-{instance}", wait=False)
+    runner.wait_all_ready()
+    return runner
+
+
+async def staged(env: dict[str, str], work_dir: Path, customers: int, events: int) -> dict[str, float]:
+    """Each stage alone over a preloaded input; the output of one is the input of the next."""
+    settings = fresh_settings(env, work_dir)
+    await create_topics(settings.kafka_bootstrap_servers, all_topic_names(settings), PARTITIONS)
+    population = make_population(customers)
+    raw = list(customer_records(population, int(time.time() * 1000))) + list(event_records(population, events))
+    await preload(settings.kafka_bootstrap_servers, settings.topic("bank.events.raw"), raw)
+    results = {}
+    for name, outputs, expected in (
+        ("ingest", ["customer.events", "customer.profiles"], len(raw)),
+        ("scoring", ["scores"], events),
+        ("dispatch", decisions_topics(), events),
+    ):
+        runner = run_services(settings, work_dir, [name])
+        try:
+            results[f"{name}_per_s"] = rate(await wait_outputs(settings, outputs, expected))
+        finally:
+            runner.stop_all()
+    return results
+
+
+async def pipeline(env: dict[str, str], work_dir: Path, customers: int, events: int, workers: int) -> float:
+    settings = fresh_settings(env, work_dir)
+    await create_topics(settings.kafka_bootstrap_servers, all_topic_names(settings), PARTITIONS)
+    population = make_population(customers)
+    await preload(settings.kafka_bootstrap_servers, settings.topic("bank.events.raw"),
+                  list(customer_records(population, int(time.time() * 1000))) + list(event_records(population, events)))
+    runner = run_services(settings, work_dir, ["ingest", "scoring", "dispatch"], workers)
+    try:
+        return rate(await wait_outputs(settings, decisions_topics(), events))
+    finally:
+        runner.stop_all()
+
+
+async def latency_at(env: dict[str, str], work_dir: Path, customers: int, rate_per_s: float, duration_s: float) -> float:
+    """p99 ms from the raw event reaching Kafka to its decision, with events offered at a steady rate."""
+    settings = fresh_settings(env, work_dir)
+    await create_topics(settings.kafka_bootstrap_servers, all_topic_names(settings), PARTITIONS)
+    population = make_population(customers)
+    await preload(settings.kafka_bootstrap_servers, settings.topic("bank.events.raw"),
+                  list(customer_records(population, int(time.time() * 1000))))
+    runner = run_services(settings, work_dir, ["ingest", "scoring", "dispatch"])
+    try:
+        await wait_outputs(settings, ["customer.profiles"], customers)
+        await asyncio.sleep(1.0)
+        count = int(rate_per_s * duration_s)
+        events = list(event_records(population, count, seed=99))
+        producer = AIOKafkaProducer(bootstrap_servers=settings.kafka_bootstrap_servers, linger_ms=1, enable_idempotence=False)
+        await producer.start()
+        started = time.monotonic()
+        tick_s = 0.01
+        per_tick = max(1, int(rate_per_s * tick_s))
+        for index in range(0, count, per_tick):
+            for key, value in events[index:index + per_tick]:
+                await producer.send(settings.topic("bank.events.raw"), value=value, key=key)
+            await asyncio.sleep(max(0.0, started + (index + per_tick) / rate_per_s - time.monotonic()))
+        await producer.flush()
+        await producer.stop()
+        codec = AvroCodec(SchemaStore(settings.schema_dir))
+        decisions = await wait_outputs(settings, decisions_topics(), count)
+        # Offers carry the raw event's Kafka time; suppressions do not, so latency is read off offers.
+        offer_topics = {settings.topic(topic) for topic in decisions_topics()[:-1]}
+        latencies = [record.timestamp_ms - codec.decode(record.value, Offer).received_at_ms
+                     for record in decisions if record.topic in offer_topics]
+        return float(np.percentile(latencies, 99))
+    finally:
+        runner.stop_all()
+
+
+async def main_async(quick: bool) -> dict[str, float]:
+    customers, events = (2_000, 20_000) if quick else (10_000, 100_000)
+    work_dir = Path(tempfile.mkdtemp(prefix="bench-stream-"))
+    with embedded_stack(work_dir, environ={}) as stack:
+        env = stack.env
+        raw_records = [(str(index).encode(), b"x" * 300) for index in range(events)]
+        metrics: dict[str, float] = {"raw_passthrough_per_s": await raw_passthrough(fresh_settings(env, work_dir), raw_records)}
+        metrics |= await staged(env, work_dir, customers, events)
+        metrics["stage_ratio_min"] = min(metrics[f"{name}_per_s"] for name in ("ingest", "scoring", "dispatch")) / metrics["raw_passthrough_per_s"]
+        one_worker = await pipeline(env, work_dir, customers, events, workers=1)
+        metrics["pipeline_per_s"] = one_worker
+        metrics["p99_ms_at_2000"] = await latency_at(env, work_dir, customers, 2000.0, 5.0 if quick else 15.0)
+        metrics["scaleout_2w_ratio"] = await pipeline(env, work_dir, customers, events, workers=2) / one_worker
+    return metrics
+
+
+def main() -> None:
+    args = parse_args(__doc__.splitlines()[0])
+    write_results("stream", asyncio.run(main_async(args.quick)))
+
+
+if __name__ == "__main__":
+    main()
