@@ -9,11 +9,15 @@
   reaching Kafka to its offer reaching Kafka (target <= 50 ms).
 - scaleout_2w_ratio: the pipeline with two worker processes per service over one (target >= 1.7).
 
+Traces are sampled at 1 % as in production (OTEL_TRACES_SAMPLER=parentbased_traceidratio,
+OTEL_TRACES_SAMPLER_ARG=0.01), unless the environment says otherwise.
+
 Run: `python -m bench.stream` (or `--quick`).
 """
 from __future__ import annotations
 
 import asyncio
+import os
 import tempfile
 import time
 import uuid
@@ -196,6 +200,8 @@ async def main_async(quick: bool) -> dict[str, float]:
 
 def main() -> None:
     args = parse_args(__doc__.splitlines()[0])
+    os.environ.setdefault("OTEL_TRACES_SAMPLER", "parentbased_traceidratio")
+    os.environ.setdefault("OTEL_TRACES_SAMPLER_ARG", "0.01")
     write_results("stream", asyncio.run(main_async(args.quick)))
 
 

@@ -24,6 +24,13 @@ def _log_money(minor_units: int) -> float:
     return math.log1p(max(minor_units, 0) / 100)
 
 
+def feature_matrix(events: list[CustomerEvent], profiles: list[CustomerProfile]) -> np.ndarray:
+    """Features of a batch, one row per event (built as lists and converted once: far cheaper
+    than one small array per event)."""
+    return np.array([feature_row(event, profile) for event, profile in zip(events, profiles, strict=True)],
+                    dtype=np.float64).reshape(len(events), len(FEATURE_NAMES))
+
+
 def feature_vector(event: CustomerEvent, profile: CustomerProfile) -> np.ndarray:
     """The features of one event as a float vector in FEATURE_NAMES order.
 
@@ -32,10 +39,15 @@ def feature_vector(event: CustomerEvent, profile: CustomerProfile) -> np.ndarray
     >>> float(dict(zip(FEATURE_NAMES, feature_vector(event, profile)))["holds_mortgage"])
     1.0
     """
-    held = set(profile.products_held)
-    return np.array([
+    return np.array(feature_row(event, profile), dtype=np.float64)
+
+
+def feature_row(event: CustomerEvent, profile: CustomerProfile) -> list[float]:
+    held = profile.products_held
+    event_type = event.event_type
+    return [
         profile.age, profile.tenure_months / 12, _log_money(profile.monthly_income_minor), _log_money(profile.balance_minor),
-        len(held), *(1.0 if product in held else 0.0 for product in PRODUCTS),
-        *(1.0 if event.event_type == kind else 0.0 for kind in TRIGGER_FLAGS),
-        0.0 if event.event_type in TRIGGER_FLAGS else 1.0, _log_money(event.amount_minor),
-    ], dtype=np.float64)
+        len(set(held)), *[1.0 if product in held else 0.0 for product in PRODUCTS],
+        *[1.0 if event_type == kind else 0.0 for kind in TRIGGER_FLAGS],
+        0.0 if event_type in TRIGGER_FLAGS else 1.0, _log_money(event.amount_minor),
+    ]

@@ -115,3 +115,19 @@ def top_reasons(contributions: np.ndarray, count: int = REASONS_PER_SCORE) -> li
     """
     order = np.argsort(-np.abs(contributions))[:count]
     return [(FEATURE_NAMES[index], float(contributions[index])) for index in order]
+
+
+def top_reasons_batch(contributions: np.ndarray, count: int = REASONS_PER_SCORE) -> list[list[tuple[str, float]]]:
+    """`top_reasons` for every row of a batch at once (one partial sort for the whole batch).
+
+    >>> rows = np.zeros((2, len(FEATURE_NAMES))); rows[0, 1] = -2.0; rows[0, 0] = 0.1; rows[1, 3] = 5.0
+    >>> [reasons[0] for reasons in top_reasons_batch(rows, 2)]
+    [('tenure_years', -2.0), ('log_balance', 5.0)]
+    """
+    magnitudes = -np.abs(contributions)
+    top = np.argpartition(magnitudes, count - 1, axis=1)[:, :count]
+    order = np.argsort(np.take_along_axis(magnitudes, top, axis=1), axis=1, kind="stable")
+    top = np.take_along_axis(top, order, axis=1)
+    values = np.take_along_axis(contributions, top, axis=1)
+    return [[(FEATURE_NAMES[index], value) for index, value in zip(indices, row_values)]
+            for indices, row_values in zip(top.tolist(), values.tolist())]

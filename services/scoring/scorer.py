@@ -23,8 +23,8 @@ from services.core.kafka import HandlerResult, Inbound, Outbound, now_ms
 from services.core.logs import facts
 from services.core.messages import CustomerEvent, CustomerProfile, CustomerScores, OfferResponse, ProductScore, ReasonCode
 from services.models.registry import DataFingerprint, ModelRegistry, ModelVersion
-from services.scoring.features import FEATURE_NAMES, PRODUCTS, feature_vector
-from services.scoring.model import ProductModel, top_reasons
+from services.scoring.features import FEATURE_NAMES, PRODUCTS, feature_matrix
+from services.scoring.model import ProductModel, top_reasons_batch
 
 log = logging.getLogger(__name__)
 SCORES_TOPIC = "scores"
@@ -114,21 +114,22 @@ class Scorer:
         events = [inbound.message for inbound in batch]
         stored = await self.redis.mget([self._key("profile", event.customer_id) for event in events])
         profiles = [_profile_from_json(raw) if raw else unknown_profile(event.customer_id) for raw, event in zip(stored, events)]
-        features = np.vstack([feature_vector(event, profile) for event, profile in zip(events, profiles)])
-        per_product = {product: live.model.predict_batch(features) for product, live in self.live.items()}
+        features = feature_matrix(events, profiles)
+        per_product = []
+        for product, live in self.live.items():
+            propensities, contributions = live.model.predict_batch(features)
+            version = live.version
+            per_product.append((product, f"{version.model_name}@v{version.version}", version.service_number,
+                                propensities.tolist(), top_reasons_batch(contributions)))
         scored_at_ms = now_ms()
         results: list[HandlerResult] = []
         pipeline = self.redis.pipeline(transaction=False)
         for row, (event, profile) in enumerate(zip(events, profiles)):
-            product_scores = tuple(
-                ProductScore(
-                    product=product, propensity=float(propensities[row]),
-                    model_version=f"{self.live[product].version.model_name}@v{self.live[product].version.version}",
-                    service_number=self.live[product].version.service_number, partner_contributed=False,
-                    reasons=tuple(ReasonCode(name, value) for name, value in top_reasons(contributions[row])),
-                )
-                for product, (propensities, contributions) in per_product.items()
-            )
+            product_scores = tuple([
+                ProductScore(product, propensities[row], model_version, service_number, False,
+                             tuple([ReasonCode(name, value) for name, value in reasons[row]]))
+                for product, model_version, service_number, propensities, reasons in per_product
+            ])
             scores = CustomerScores(
                 event_id=event.event_id, customer_id=event.customer_id, event_type=event.event_type,
                 received_at_ms=event.received_at_ms, scored_at_ms=scored_at_ms, segment=profile.segment,

@@ -68,3 +68,18 @@ def test_checkpoint_refuses_foreign_objects() -> None:
 
     with pytest.raises(TypeError):
         ProductModel.from_bytes(pickle.dumps({"not": "a model"}))
+
+
+def test_batch_reason_codes_equal_the_per_row_ones() -> None:
+    from hypothesis import given, settings, strategies as st
+    from hypothesis.extra.numpy import arrays
+
+    from services.scoring.model import top_reasons_batch
+
+    @settings(max_examples=50, deadline=None)
+    @given(arrays(np.float64, st.tuples(st.integers(1, 6), st.just(len(FEATURE_NAMES))),
+                  elements=st.floats(-100, 100, allow_nan=False).map(lambda value: round(value, 3)), unique=True))
+    def agree(contributions: np.ndarray) -> None:
+        assert top_reasons_batch(contributions) == [top_reasons(row) for row in contributions]
+
+    agree()
