@@ -14,7 +14,7 @@ from decimal import Decimal, InvalidOperation
 from typing import Annotated, Any, Literal
 
 import pydantic
-from pydantic import BaseModel, ConfigDict, Field, StringConstraints
+from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, StringConstraints
 
 from services.core.errors import ValidationError
 from services.core.messages import CustomerEvent, CustomerProfile
@@ -27,6 +27,21 @@ MAX_AMOUNT_MAJOR = Decimal("1e12")
 CustomerId = Annotated[str, StringConstraints(pattern=r"^[A-Za-z0-9_-]{1,64}$")]
 Currency = Annotated[str, StringConstraints(pattern=r"^[A-Z]{3}$")]
 Country = Annotated[str, StringConstraints(pattern=r"^[A-Z]{2}$")]
+
+
+def _iso_text(value: Any) -> Any:
+    """Dates and times arrive as ISO 8601 text; a bare number would be read as seconds since 1970."""
+    if not isinstance(value, str):
+        raise ValueError(f"expected an ISO 8601 string, got {type(value).__name__}")
+    if not value[:1].isdigit() or len(value) < 10 or value[4:5] != "-":
+        raise ValueError(f"{value[:40]!r} is not an ISO 8601 date")
+    return value
+
+
+Timestamp = Annotated[dt.datetime, BeforeValidator(_iso_text)]
+IsoDate = Annotated[dt.date, BeforeValidator(_iso_text)]
+EARLIEST_EVENT = dt.datetime(2000, 1, 1, tzinfo=dt.timezone.utc)
+MAX_CLOCK_SKEW = dt.timedelta(days=1)
 
 
 class _Strict(BaseModel):
@@ -45,20 +60,20 @@ class TransactionRow(_Strict):
     amount: str
     currency: Currency
     country: Country | None = None
-    booked_at: dt.datetime
+    booked_at: Timestamp
 
 
 class LoginRow(_Strict):
     login_id: Annotated[str, StringConstraints(min_length=1, max_length=64)]
     customer_id: CustomerId
-    at: dt.datetime
+    at: Timestamp
     device: Annotated[str, StringConstraints(max_length=64)] = "unknown"
 
 
 class CustomerRow(_Strict):
     customer_id: CustomerId
-    birth_date: dt.date
-    opened_at: dt.date
+    birth_date: IsoDate
+    opened_at: IsoDate
     monthly_income: str
     balance: str
     products: list[Annotated[str, StringConstraints(pattern=r"^[a-z_]{1,32}$")]] = Field(max_length=50)
@@ -91,6 +106,8 @@ def _minor_units(amount: str, field: str) -> int:
 def _epoch_ms(moment: dt.datetime) -> int:
     if moment.tzinfo is None:
         raise ValidationError(f"timestamp {moment.isoformat()} has no time zone", reason="naive_timestamp")
+    if not EARLIEST_EVENT <= moment <= dt.datetime.now(dt.timezone.utc) + MAX_CLOCK_SKEW:
+        raise ValidationError(f"timestamp {moment.isoformat()} is implausible", reason="bad_value")
     return int(moment.timestamp() * 1000)
 
 
