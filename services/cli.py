@@ -113,6 +113,39 @@ def generate(
     console.print(f"published {sent} records to {topic}")
 
 
+@app.command()
+def backup(to: Path = typer.Option(..., "--to", help="folder to write the backup into")) -> None:
+    """Back up Redis keys under the prefix and every SQL table (REDIS_URL, DATABASE_URL)."""
+    from services.core.backup import backup as take_backup
+
+    summary, seconds = asyncio.run(_with_redis(lambda redis, settings: take_backup(
+        redis, settings.redis_key_prefix, settings.database_url.get_secret_value(), to)))
+    console.print(f"backed up {summary.redis_keys} Redis keys and {summary.sql_rows} SQL rows to {to} in {seconds:.2f} s")
+
+
+@app.command()
+def restore(from_: Path = typer.Option(..., "--from", help="folder of a backup")) -> None:
+    """Restore a backup: Redis keys (with their TTLs) and SQL rows; refuses a damaged backup."""
+    from services.core.backup import restore as restore_backup
+    from services.models.registry import Base
+
+    summary, seconds = asyncio.run(_with_redis(lambda redis, settings: restore_backup(
+        redis, settings.database_url.get_secret_value(), from_, Base.metadata)))
+    console.print(f"restored {summary.redis_keys} Redis keys and {summary.sql_rows} SQL rows in {seconds:.2f} s")
+
+
+async def _with_redis(action):  # type: ignore[no-untyped-def]
+    import redis.asyncio as aioredis
+
+    settings = load_settings()
+    client = aioredis.from_url(settings.redis_url.get_secret_value())
+    started = time.perf_counter()
+    try:
+        return await action(client, settings), time.perf_counter() - started
+    finally:
+        await client.aclose()
+
+
 @schemas_app.command("release")
 def schemas_release() -> None:
     """Release every new or changed schema as its next version, refusing backward-incompatible changes."""
