@@ -64,6 +64,9 @@ class Settings(BaseSettings):
     broker_session_timeout_s: float = Field(default=10.0, gt=0)
     broker_heartbeat_interval_s: float = Field(default=1.0, gt=0)
 
+    # A Redis call that takes longer fails (and the batch is replayed) instead of hanging the stage.
+    redis_timeout_s: float = Field(default=2.0, gt=0)
+
     # Card spend outside this country is a "card spend abroad" trigger.
     home_country: str = Field(default="CN", pattern=r"^[A-Z]{2}$")
 

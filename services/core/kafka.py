@@ -49,7 +49,9 @@ M = TypeVar("M")
 TRANSIENT_ERRORS: tuple[type[BaseException], ...] = (
     RedisConnectionError, RedisTimeoutError, UnreachableError, KafkaError, ConnectionError, asyncio.TimeoutError,
 )
-RETRY_BACKOFF_S = (0.1, 0.25, 0.5, 1.0, 2.0)
+# A batch that failed for a transient reason is replayed after this backoff, doubling up to the cap.
+RETRY_BACKOFF_FIRST_S = 0.1
+RETRY_BACKOFF_MAX_S = 2.0
 
 
 def now_ms() -> int:
@@ -185,6 +187,13 @@ class Publisher:
         self._pending.append(future)
         self._sent_per_topic[topic] = self._sent_per_topic.get(topic, 0) + 1
 
+    def discard_pending(self) -> None:
+        """Forget the deliveries of a failed batch (it will be replayed); their errors are retrieved, not raised."""
+        for future in self._pending:
+            future.add_done_callback(lambda done: done.cancelled() or done.exception())
+        self._pending.clear()
+        self._sent_per_topic.clear()
+
     async def flush(self) -> None:
         """Wait until the broker has acknowledged everything sent so far."""
         pending, self._pending = self._pending, []
@@ -246,7 +255,7 @@ class Stage(Generic[M]):
                                     record.timestamp, record.value))
             decisions.append(decide_trace(record.headers, sample_ratio, random.getrandbits))
         if inbounds:
-            results = await self._handle_with_retry(inbounds)
+            results = await self._handle_isolating_poison(inbounds)
             for inbound, decision, result in zip(inbounds, decisions, results, strict=True):
                 await self._publish(inbound, decision, result, started_ns)
         metrics.PROCESSING_SECONDS.labels(self.service, self.topic).observe(time.perf_counter() - started)
@@ -272,18 +281,6 @@ class Stage(Generic[M]):
         for outbound in result:
             await self.publisher.send(outbound, child)
         span.end()
-
-    async def _handle_with_retry(self, inbounds: list[Inbound[M]]) -> list[HandlerResult]:
-        for attempt, backoff_s in enumerate((*RETRY_BACKOFF_S, None)):
-            try:
-                return await self._handle_isolating_poison(inbounds)
-            except TRANSIENT_ERRORS as error:
-                if backoff_s is None:
-                    raise
-                log.warning("transient failure, retrying batch",
-                            extra=facts(topic=self.topic, attempt=attempt + 1, error=type(error).__name__))
-                await asyncio.sleep(backoff_s)
-        raise AssertionError("unreachable")
 
     async def _handle_isolating_poison(self, inbounds: list[Inbound[M]]) -> list[HandlerResult]:
         """Handle the batch; if a bug trips on one message, find it and dead-letter it alone."""
@@ -327,6 +324,8 @@ class StageRunner(mode.Service):
         self.consumer: AIOKafkaConsumer | None = None
         self.sample_ratio = root_sample_ratio()
         self.batches = 0
+        # True while a part (Redis, Kafka) is failing and batches are being replayed; /readyz says 503.
+        self.degraded = False
 
     def add(self, stage: Stage[Any]) -> None:
         self.stages[self.settings.topic(stage.topic)] = stage
@@ -358,10 +357,29 @@ class StageRunner(mode.Service):
     async def _consume(self) -> None:
         assert self.consumer is not None
         window_ms = int(self.settings.batch_window_s * 1000)
+        backoff_s = RETRY_BACKOFF_FIRST_S
         while not self.should_stop:
             batches = await self.consumer.getmany(timeout_ms=window_ms, max_records=self.settings.batch_max_events)
-            if batches:
+            if not batches:
+                continue
+            try:
                 await self.process(batches)
+            except TRANSIENT_ERRORS as error:
+                # Nothing of this batch is committed: go back to its start and try again later.
+                # Outputs that did reach the broker are sent again (at-least-once; consumers are idempotent).
+                self.degraded = True
+                self.publisher.discard_pending()
+                for partition, records in batches.items():
+                    self.consumer.seek(partition, records[0].offset)
+                log.warning("transient failure, batch will be replayed",
+                            extra=facts(service=self.service, error=type(error).__name__, backoff_s=backoff_s))
+                await asyncio.sleep(backoff_s)
+                backoff_s = min(backoff_s * 2, RETRY_BACKOFF_MAX_S)
+                continue
+            if self.degraded:
+                log.info("recovered", extra=facts(service=self.service))
+            self.degraded = False
+            backoff_s = RETRY_BACKOFF_FIRST_S
 
     async def process(self, batches: dict[TopicPartition, list[ConsumerRecord[bytes, bytes]]]) -> None:
         by_topic: dict[str, list[ConsumerRecord[bytes, bytes]]] = {}

@@ -63,7 +63,8 @@ def bootstrap(
     context = ServiceContext(
         name=name, settings=settings, app=app, codec=codec, publisher=publisher,
         dead_letters=DeadLetters(publisher, name), runner=StageRunner(settings, name, publisher),
-        redis=aioredis.from_url(settings.redis_url.get_secret_value()) if needs_redis else None,
+        redis=aioredis.from_url(settings.redis_url.get_secret_value(), socket_timeout=settings.redis_timeout_s,
+                                socket_connect_timeout=settings.redis_timeout_s) if needs_redis else None,
     )
     _add_web_pages(context)
     return context
@@ -82,9 +83,9 @@ def _add_web_pages(context: ServiceContext) -> None:
 
     @app.page("/readyz")
     async def ready_page(web: Any, request: Any) -> Any:
-        assigned = context.runner.assigned
-        status = 200 if context.ready and assigned else 503
-        return web.json({"ready": status == 200, "partitions_assigned": assigned}, status=status)
+        assigned, degraded = context.runner.assigned, context.runner.degraded
+        status = 200 if context.ready and assigned and not degraded else 503
+        return web.json({"ready": status == 200, "partitions_assigned": assigned, "degraded": degraded}, status=status)
 
     @app.task
     async def start_stages() -> None:
