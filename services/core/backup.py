@@ -43,18 +43,25 @@ class BackupSummary:
 
 async def backup_redis(redis: aioredis.Redis, key_prefix: str, path: Path) -> int:
     count = 0
+    cursor = 0
     with path.open("w", encoding="utf-8") as out:
-        async for key in redis.scan_iter(match=f"{key_prefix}*", count=SCAN_BATCH):
-            pipeline = redis.pipeline(transaction=False)
-            pipeline.dump(key)
-            pipeline.pttl(key)
-            dumped, ttl_ms = await pipeline.execute()
-            if dumped is None:  # expired between SCAN and DUMP
-                continue
-            out.write(json.dumps({"key": base64.b64encode(key).decode(), "ttl_ms": ttl_ms,
-                                  "dump": base64.b64encode(dumped).decode()}) + "\n")
-            count += 1
-    return count
+        while True:
+            cursor, keys = await redis.scan(cursor, match=f"{key_prefix}*", count=SCAN_BATCH)
+            if keys:
+                # One round trip per SCAN page, not per key.
+                pipeline = redis.pipeline(transaction=False)
+                for key in keys:
+                    pipeline.dump(key)
+                    pipeline.pttl(key)
+                replies = await pipeline.execute()
+                for key, dumped, ttl_ms in zip(keys, replies[::2], replies[1::2]):
+                    if dumped is None:  # expired between SCAN and DUMP
+                        continue
+                    out.write(json.dumps({"key": base64.b64encode(key).decode(), "ttl_ms": ttl_ms,
+                                          "dump": base64.b64encode(dumped).decode()}) + "\n")
+                    count += 1
+            if cursor == 0:
+                return count
 
 
 async def restore_redis(redis: aioredis.Redis, path: Path) -> int:
