@@ -36,20 +36,38 @@ def offers_topic(channel: str) -> str:
     return f"offers.{channel}"
 
 
+EXCHANGE_TO_PARTNER = "exchange.to_partner"
+EXCHANGE_TO_BANK = "exchange.to_bank"
+
+
 _TOPICS = [
     TopicSpec("bank.events.raw", "bank", None, "core-banking CDC records (JSON): transactions, logins, customers"),
     TopicSpec("customer.events", "bank", messages.CustomerEvent, "canonical customer events"),
     TopicSpec("customer.profiles", "bank", messages.CustomerProfile, "current customer profile", compacted=True),
+    TopicSpec("customer.identities", "bank", messages.CustomerIdentity, "identity data for PSI (exchange service only)",
+              compacted=True),
     TopicSpec("scores", "bank", messages.CustomerScores, "one propensity per product for each event"),
     *(TopicSpec(offers_topic(channel), "bank", messages.Offer, f"offers for the {channel} channel") for channel in CHANNELS),
     TopicSpec("suppressions", "bank", messages.Suppression, "offers not made, with the reason"),
     TopicSpec("responses", "bank", messages.OfferResponse, "channel responses; labels for online learning"),
     TopicSpec("partner.features.raw", "partner", None, "the partner's feature feed (JSON)"),
     TopicSpec("partner.features", "partner", messages.PartnerFeatures, "validated partner features", compacted=True),
+    TopicSpec(EXCHANGE_TO_PARTNER, "exchange", messages.ExchangeMessage, "bank -> partner protocol messages"),
+    TopicSpec(EXCHANGE_TO_BANK, "exchange", messages.ExchangeMessage, "partner -> bank protocol messages"),
 ]
-_INPUTS_WITH_DLQ = ["bank.events.raw", "customer.events", "customer.profiles", "scores", "responses", "partner.features.raw"]
+_INPUTS_WITH_DLQ = [
+    "bank.events.raw", "customer.events", "customer.profiles", "customer.identities", "scores", "responses",
+    "partner.features.raw", EXCHANGE_TO_PARTNER, EXCHANGE_TO_BANK,
+]
+
+
+def _dlq_owner(name: str) -> Owner:
+    """The reader of a topic keeps its dead letters: the partner reads partner.* and exchange.to_partner."""
+    return "partner" if name.startswith("partner") or name == EXCHANGE_TO_PARTNER else "bank"
+
+
 _TOPICS += [
-    TopicSpec(dlq_name(name), "partner" if name.startswith("partner") else "bank", messages.DeadLetter, f"dead letters of {name}")
+    TopicSpec(dlq_name(name), _dlq_owner(name), messages.DeadLetter, f"dead letters of {name}")
     for name in _INPUTS_WITH_DLQ
 ]
 TOPICS: dict[str, TopicSpec] = {spec.name: spec for spec in _TOPICS}

@@ -58,6 +58,26 @@ class CustomerProfile:
 
 
 @dataclasses.dataclass(frozen=True, slots=True)
+class CustomerIdentity:
+    SCHEMA: ClassVar[str] = "cipherstream.CustomerIdentity"
+    customer_id: str
+    national_id: str
+    updated_at_ms: int
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class ExchangeMessage:
+    SCHEMA: ClassVar[str] = "cipherstream.ExchangeMessage"
+    message_id: str
+    kind: str
+    sender: str
+    session_id: str
+    correlation_id: str
+    payload: bytes
+    sent_at_ms: int
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
 class PartnerFeatures:
     SCHEMA: ClassVar[str] = "cipherstream.PartnerFeatures"
     partner_record_id: str
@@ -156,7 +176,8 @@ class DeadLetter:
 
 
 Message = (
-    CustomerEvent | CustomerProfile | PartnerFeatures | CustomerScores | Offer | Suppression | OfferResponse | DeadLetter
+    CustomerEvent | CustomerProfile | CustomerIdentity | PartnerFeatures | CustomerScores | Offer | Suppression
+    | OfferResponse | DeadLetter | ExchangeMessage
 )
 MESSAGE_TYPES: tuple[type[Any], ...] = typing.get_args(Message)
 M = TypeVar("M")

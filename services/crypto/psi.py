@@ -72,6 +72,7 @@ import contextlib
 import enum
 import hashlib
 import importlib
+import itertools
 import multiprocessing
 import os
 import secrets
@@ -594,6 +595,15 @@ class PsiParty:
     def intersect(self) -> PsiAlignment:
         """Step 3: our ids in the intersection so far, with their join ids."""
         return PsiAlignment(dict(self._join_ids))
+
+    def joined_count(self) -> int:
+        """How many of our ids are in the intersection so far (a mark for `joined_after`)."""
+        return len(self._join_ids)
+
+    def joined_after(self, mark: int) -> dict[str, str]:
+        """Our ids that joined the intersection after `joined_count()` returned `mark`, in the
+        order they joined: incremental alignment without copying the whole intersection."""
+        return dict(itertools.islice(self._join_ids.items(), mark, None))
 
     def snapshot(self) -> PsiPartyState:
         """The state to store, so alignment can go on after a restart (`PsiParty.restore`)."""

@@ -89,7 +89,7 @@ def customer_records(customers: list[SyntheticCustomer], ts_ms: int) -> Iterator
             "opened_at": customer.opened_at.isoformat(), "monthly_income": f"{customer.monthly_income:.2f}",
             "balance": f"{customer.balance:.2f}", "products": list(customer.products), "segment": customer.segment,
             "preferred_channel": customer.preferred_channel, "timezone": customer.timezone,
-            "consent_marketing": customer.consent_marketing,
+            "consent_marketing": customer.consent_marketing, "national_id": customer.national_id,
         }, ts_ms)
 
 

@@ -5,8 +5,8 @@ from services.core.errors import MessageError
 from services.core.kafka import HandlerResult, Inbound, Outbound, Stage
 from services.core.messages import CustomerEvent
 from services.core.service import ServiceContext, bootstrap, main
-from services.ingest.cdc import CdcRecord, normalise, parse_cdc
-from services.ingest.topics import CUSTOMER_EVENTS, CUSTOMER_PROFILES, RAW_BANK_EVENTS
+from services.ingest.cdc import CdcRecord, CustomerUpdate, Erasure, normalise, parse_cdc
+from services.ingest.topics import CUSTOMER_EVENTS, CUSTOMER_IDENTITIES, CUSTOMER_PROFILES, RAW_BANK_EVENTS
 
 SERVICE = "ingest"
 
@@ -28,11 +28,19 @@ def build() -> ServiceContext:
                 continue
             if isinstance(canonical, CustomerEvent):
                 results.append([Outbound(CUSTOMER_EVENTS, canonical.customer_id, canonical)])
-            elif isinstance(canonical, tuple):
-                results.append([Outbound(CUSTOMER_PROFILES, canonical[0], None)])
+            elif isinstance(canonical, Erasure):
+                results.append([Outbound(CUSTOMER_PROFILES, canonical.customer_id, None),
+                                Outbound(CUSTOMER_IDENTITIES, canonical.customer_id, None)])
             else:
-                results.append([Outbound(CUSTOMER_PROFILES, canonical.customer_id, canonical)])
+                results.append(_customer_update(canonical))
         return results
+
+    def _customer_update(update: CustomerUpdate) -> list[Outbound]:
+        customer_id = update.profile.customer_id
+        outbound = [Outbound(CUSTOMER_PROFILES, customer_id, update.profile)]
+        if update.identity is not None:
+            outbound.append(Outbound(CUSTOMER_IDENTITIES, customer_id, update.identity))
+        return outbound
 
     context.add_stage(Stage(SERVICE, RAW_BANK_EVENTS, parse_cdc, handle, context.publisher, context.dead_letters))
     return context

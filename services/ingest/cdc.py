@@ -3,13 +3,16 @@
 The feed sends one JSON object per change, Debezium-style:
 `{"op": "c"|"u"|"r"|"d", "source": {"table": ..., "ts_ms": ...}, "after": {...}}` for the tables
 `transactions`, `logins` and `customers`. Transactions and logins become `CustomerEvent`s;
-customer rows become `CustomerProfile`s (a delete becomes a tombstone: the customer is erased).
+customer rows become a `CustomerUpdate`: the profile, and the identity (national id) when the row
+carries one, which goes to its own topic so that only PSI ever reads it. A delete becomes an
+`Erasure`: tombstones for both.
 Anything that does not fit raises ValidationError with a reason: it goes to the dead-letter topic.
 """
 from __future__ import annotations
 
 import datetime as dt
 import json
+from dataclasses import dataclass
 from decimal import Decimal, InvalidOperation
 from typing import Annotated, Any, Literal
 
@@ -17,7 +20,7 @@ import pydantic
 from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, StringConstraints
 
 from services.core.errors import ValidationError
-from services.core.messages import CustomerEvent, CustomerProfile
+from services.core.messages import CustomerEvent, CustomerIdentity, CustomerProfile
 
 MAX_RAW_BYTES = 64 * 1024
 # A deposit at or above this (in major units of the currency) is a "large deposit" trigger.
@@ -27,9 +30,10 @@ MAX_AMOUNT_MAJOR = Decimal("1e12")
 CustomerId = Annotated[str, StringConstraints(pattern=r"^[A-Za-z0-9_-]{1,64}$")]
 Currency = Annotated[str, StringConstraints(pattern=r"^[A-Z]{3}$")]
 Country = Annotated[str, StringConstraints(pattern=r"^[A-Z]{2}$")]
+NationalId = Annotated[str, StringConstraints(pattern=r"^[0-9A-Za-z]{6,32}$", to_upper=True)]
 
 
-def _iso_text(value: Any) -> Any:
+def iso_text(value: Any) -> Any:
     """Dates and times arrive as ISO 8601 text; a bare number would be read as seconds since 1970."""
     if not isinstance(value, str):
         raise ValueError(f"expected an ISO 8601 string, got {type(value).__name__}")
@@ -38,8 +42,8 @@ def _iso_text(value: Any) -> Any:
     return value
 
 
-Timestamp = Annotated[dt.datetime, BeforeValidator(_iso_text)]
-IsoDate = Annotated[dt.date, BeforeValidator(_iso_text)]
+Timestamp = Annotated[dt.datetime, BeforeValidator(iso_text)]
+IsoDate = Annotated[dt.date, BeforeValidator(iso_text)]
 EARLIEST_EVENT = dt.datetime(2000, 1, 1, tzinfo=dt.timezone.utc)
 MAX_CLOCK_SKEW = dt.timedelta(days=1)
 
@@ -81,6 +85,18 @@ class CustomerRow(_Strict):
     preferred_channel: Literal["sms", "push", "email", "callcentre", "wechat"]
     timezone: Annotated[str, StringConstraints(min_length=1, max_length=64)]
     consent_marketing: bool
+    national_id: NationalId | None = None
+
+
+@dataclass(frozen=True)
+class CustomerUpdate:
+    profile: CustomerProfile
+    identity: CustomerIdentity | None
+
+
+@dataclass(frozen=True)
+class Erasure:
+    customer_id: str
 
 
 class CdcRecord(_Strict):
@@ -145,11 +161,8 @@ def _validate(model: type[pydantic.BaseModel], document: Any) -> Any:
 def normalise(
     record: CdcRecord, *, source_topic: str, source_partition: int, source_offset: int, received_at_ms: int,
     home_country: str,
-) -> CustomerEvent | CustomerProfile | tuple[str, None]:
-    """One CDC record to the canonical message it stands for.
-
-    Returns a CustomerEvent, a CustomerProfile, or `(customer_id, None)` for an erased customer.
-    """
+) -> CustomerEvent | CustomerUpdate | Erasure:
+    """One CDC record to the canonical message it stands for."""
     table = record.source.table
     if record.op == "d":
         if table != "customers":
@@ -158,7 +171,7 @@ def normalise(
         customer_id = row.get("customer_id")
         if not isinstance(customer_id, str) or not customer_id:
             raise ValidationError("customer delete without before.customer_id", reason="schema")
-        return customer_id, None
+        return Erasure(customer_id)
     if record.after is None:
         raise ValidationError(f"op {record.op!r} without an after image", reason="schema")
     where = {"source_topic": source_topic, "source_partition": source_partition, "source_offset": source_offset,
@@ -171,7 +184,9 @@ def normalise(
             event_id=f"logins:{login.login_id}", customer_id=login.customer_id, event_type="app_login", amount_minor=0,
             currency="", country=None, occurred_at_ms=_epoch_ms(login.at), **where,
         )
-    return _profile(_validate(CustomerRow, record.after), record.source.ts_ms)
+    row = _validate(CustomerRow, record.after)
+    identity = CustomerIdentity(row.customer_id, row.national_id, record.source.ts_ms) if row.national_id else None
+    return CustomerUpdate(_profile(row, record.source.ts_ms), identity)
 
 
 def _transaction_event(row: TransactionRow, home_country: str, where: dict[str, Any]) -> CustomerEvent:

@@ -2,4 +2,5 @@
 RAW_BANK_EVENTS = "bank.events.raw"      # reads: JSON CDC records
 CUSTOMER_EVENTS = "customer.events"      # writes: CustomerEvent
 CUSTOMER_PROFILES = "customer.profiles"  # writes: CustomerProfile, tombstone on erasure
+CUSTOMER_IDENTITIES = "customer.identities"  # writes: CustomerIdentity (for PSI only), tombstone on erasure
 # dead letters: dlq.bank.events.raw

@@ -72,3 +72,48 @@ def malformed_avro(draw: st.DrawFn, codec: AvroCodec, schema_name: str) -> bytes
         # a string length varint claiming ~2^62 bytes
         return struct.pack(">bI", 0, own_id) + b"\xfe\xff\xff\xff\xff\xff\xff\xff\x7f" + draw(st.binary(max_size=10))
     return struct.pack(">bI", 0, own_id) + draw(st.binary(max_size=3))
+
+
+PARTNER_FIELDS = ["partner_record_id", "national_id", "features", "updated_at"]
+
+
+@st.composite
+def malformed_partner_feed(draw: st.DrawFn) -> bytes:
+    """The partner's raw feed, broken: bad bytes and JSON, wrong types, missing or out-of-range features."""
+    from services.partner.features import FEATURE_NAMES
+
+    kind = draw(st.sampled_from(["bytes", "json", "types", "missing", "feature"]))
+    if kind == "bytes":
+        return draw(st.binary(max_size=200).filter(lambda raw: not raw.strip().startswith(b"{")))
+    if kind == "json":
+        return json.dumps(draw(JSON_VALUES)).encode()[: draw(st.integers(1, 200))] + b"{"
+    features = {name: 1.0 for name in FEATURE_NAMES}
+    record: dict[str, object] = {"partner_record_id": "P1", "national_id": "110105194912310021",
+                                 "features": features, "updated_at": "2026-11-25T08:00:00Z"}
+    if kind == "types":
+        record[draw(st.sampled_from(PARTNER_FIELDS))] = draw(st.sampled_from([[1], {"a": []}, True, "", -1, "x" * 70]))
+    elif kind == "missing":
+        del record[draw(st.sampled_from(PARTNER_FIELDS))]
+    else:
+        features[draw(st.sampled_from(FEATURE_NAMES))] = draw(st.sampled_from([-1.0, 1e300, "nan", "x", None]))
+        if draw(st.booleans()):
+            features[draw(st.text(min_size=1, max_size=8))] = 1.0
+            features.pop(FEATURE_NAMES[0], None)
+    return json.dumps(record).encode()
+
+
+@st.composite
+def malformed_exchange(draw: st.DrawFn, codec: AvroCodec, sender: str) -> bytes:
+    """A well-formed ExchangeMessage envelope whose content must be refused: wrong sender, unknown
+    kind, a PSI or score payload that does not parse, or a session the receiver does not have."""
+    from services.core.messages import ExchangeMessage
+
+    kind = draw(st.sampled_from(["psi_blinded", "psi_doubly_blinded", "partial_scores", "score_request", "nonsense"]))
+    wrong_sender = draw(st.booleans()) and kind != "nonsense"
+    payload = draw(st.binary(max_size=120))
+    if kind == "score_request":
+        payload = payload + b"x" if len(payload) % 16 == 0 else payload
+    message = ExchangeMessage(f"m{draw(st.integers(0, 10**9))}", kind,
+                              ("partner" if sender == "bank" else "bank") if wrong_sender else sender,
+                              draw(st.text(alphabet="0123456789abcdef", min_size=32, max_size=32)), "", payload, 1)
+    return codec.encode(message)

@@ -12,12 +12,15 @@ from services.core.avro import AvroCodec
 from services.core.clients import consume, produce
 from services.core.config import Settings
 from services.core.errors import MessageError
-from services.core.messages import CustomerEvent, CustomerScores, DeadLetter, OfferResponse
+from services.core.messages import CustomerEvent, CustomerIdentity, CustomerScores, DeadLetter, ExchangeMessage, OfferResponse
 from services.ingest.cdc import normalise, parse_cdc
-from tests.faults.malformed import malformed_avro, malformed_cdc
+from services.partner.features import parse_feed
+from tests.faults.malformed import malformed_avro, malformed_cdc, malformed_exchange, malformed_partner_feed
 from tests.samples import customer_row, transaction_row
 
-AVRO_INPUTS = {"customer.events": CustomerEvent, "scores": CustomerScores, "responses": OfferResponse}
+AVRO_INPUTS = {"customer.events": CustomerEvent, "scores": CustomerScores, "responses": OfferResponse,
+               "customer.identities": CustomerIdentity, "exchange.to_bank": ExchangeMessage,
+               "exchange.to_partner": ExchangeMessage}
 
 
 @hypothesis_settings(max_examples=400, deadline=None, suppress_health_check=[HealthCheck.too_slow])
@@ -25,6 +28,14 @@ AVRO_INPUTS = {"customer.events": CustomerEvent, "scores": CustomerScores, "resp
 def test_malformed_cdc_is_refused_with_a_reason_never_an_exception(raw: bytes) -> None:
     with pytest.raises(MessageError) as raised:
         normalise(parse_cdc(raw), source_topic="t", source_partition=0, source_offset=0, received_at_ms=0, home_country="CN")
+    assert raised.value.reason and raised.value.detail
+
+
+@hypothesis_settings(max_examples=300, deadline=None)
+@given(malformed_partner_feed())
+def test_malformed_partner_feed_is_refused_with_a_reason_never_an_exception(raw: bytes) -> None:
+    with pytest.raises(MessageError) as raised:
+        parse_feed(raw)
     assert raised.value.reason and raised.value.detail
 
 
@@ -55,11 +66,13 @@ def _samples(strategy: st.SearchStrategy[bytes], count: int) -> list[bytes]:
 async def test_every_malformed_record_on_every_input_topic_lands_in_its_dlq_and_services_keep_serving(
     settings: Settings, services, codec: AvroCodec,
 ) -> None:
-    for name in ("ingest", "scoring", "dispatch"):
+    for name in ("ingest", "scoring", "dispatch", "exchange", "partner"):
         services.start(name, wait=False)
     services.wait_all_ready()
-    bad = {"bank.events.raw": _samples(malformed_cdc(), 60)}
+    bad = {"bank.events.raw": _samples(malformed_cdc(), 60), "partner.features.raw": _samples(malformed_partner_feed(), 40)}
     bad |= {topic: _samples(malformed_avro(codec, message_type.SCHEMA), 40) for topic, message_type in AVRO_INPUTS.items()}
+    bad["exchange.to_bank"] += _samples(malformed_exchange(codec, "partner"), 30)
+    bad["exchange.to_partner"] += _samples(malformed_exchange(codec, "bank"), 30)
     for topic, records in bad.items():
         await produce(settings.kafka_bootstrap_servers, settings.topic(topic),
                       [(f"k{index}".encode(), raw) for index, raw in enumerate(records)])

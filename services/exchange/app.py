@@ -1,0 +1,134 @@
+"""exchange: the bank's side of the partner exchange.
+
+Aligns the bank's customers with the partner's records by PSI over the exchange topics (on
+identity hashes from customer.identities, the only reader of that topic), asks the partner for
+partial scores of newly aligned customers and stores every partial score it receives for the
+scoring service. Bank Redis keys:
+
+`nid:<identity hash>` -> customer id      `join:<customer id>` -> join id (after PSI)
+`partial:<join id>`   -> hash: model -> "<version>|<w_p . x_p>"
+"""
+from __future__ import annotations
+
+import redis.asyncio as aioredis
+
+from services.core.kafka import HandlerResult, Inbound, Outbound, Stage, avro_decoder
+from services.core.messages import CustomerIdentity, ExchangeMessage
+from services.core.service import ServiceContext, bootstrap, main
+from services.exchange.alignment import AlignmentLink
+from services.exchange.batching import attach
+from services.exchange.envelope import PARTIAL_SCORES, SCORE_REQUEST, check_incoming, envelope
+from services.exchange.partial_scores import PartialScores, encode_request
+from services.partner.store import id_hash
+from services.exchange.topics import CUSTOMER_IDENTITIES, EXCHANGE_TO_BANK
+
+SERVICE = "exchange"
+MAX_IDS_PER_REQUEST = 100_000
+
+
+class BankExchange:
+    def __init__(self, redis: aioredis.Redis, key_prefix: str) -> None:
+        self.redis = redis
+        self.key_prefix = key_prefix
+        self.link = AlignmentLink(redis, key_prefix, "bank")
+        self._loaded = False
+
+    def key(self, kind: str, name: str) -> str:
+        return f"{self.key_prefix}{kind}:{name}"
+
+    async def _session_messages(self) -> list[Outbound]:
+        """On first use: carry on with the saved session, or open one (the partner joins it)."""
+        if self._loaded:
+            return []
+        self._loaded = True
+        await self.link.load()
+        if self.link.party is not None:
+            return []
+        return [await self.link.open_session()]
+
+    async def identities(self, batch: list[Inbound[CustomerIdentity | None]]) -> list[HandlerResult]:
+        """Remember which customer each identity hash is, and align the new ones."""
+        extra = await self._session_messages()
+        pipeline = self.redis.pipeline(transaction=False)
+        hashes = []
+        erased = []
+        for inbound in batch:
+            if inbound.message is None:
+                erased.append((inbound.key or b"").decode())
+                continue
+            identity_hash = id_hash(inbound.message.national_id)
+            pipeline.set(self.key("nid", identity_hash), inbound.message.customer_id)
+            hashes.append(identity_hash)
+        await pipeline.execute()
+        if erased:
+            await self._erase(erased)
+        extra += await self.link.blind(hashes)
+        return attach([[] for _ in batch], extra)
+
+    async def _erase(self, customer_ids: list[str]) -> None:
+        """An erased customer's join id and partial scores go; PSI's blinded points are not
+        reversible and expire with the session."""
+        join_ids = await self.redis.mget([self.key("join", customer) for customer in customer_ids])
+        keys = [self.key("join", customer) for customer in customer_ids]
+        keys += [self.key("partial", join_id.decode()) for join_id in join_ids if join_id]
+        await self.redis.delete(*keys)
+
+    async def exchange(self, batch: list[Inbound[ExchangeMessage]]) -> list[HandlerResult]:
+        results: list[HandlerResult] = []
+        for inbound in batch:
+            message = inbound.message
+            check_incoming(message, "bank")
+            if message.kind == PARTIAL_SCORES:
+                self.link.check_session(message)
+                await self._store_partial_scores(PartialScores.from_bytes(message.payload))
+                results.append([])
+            else:
+                replies, joined = await self.link.handle(message)
+                results.append(replies + await self._link_and_request(joined))
+        return attach(results, await self._session_messages())
+
+    async def _link_and_request(self, joined: dict[str, str]) -> list[Outbound]:
+        """Record new matches (identity hash -> join id) and ask for their partial scores."""
+        if not joined:
+            return []
+        hashes = list(joined)
+        customers = await self.redis.mget([self.key("nid", identity_hash) for identity_hash in hashes])
+        pipeline = self.redis.pipeline(transaction=False)
+        join_ids = []
+        for identity_hash, customer in zip(hashes, customers):
+            if customer is not None:
+                pipeline.set(self.key("join", customer.decode()), joined[identity_hash])
+                join_ids.append(joined[identity_hash])
+        await pipeline.execute()
+        return [envelope(SCORE_REQUEST, "bank", self.link.session_hex, encode_request(join_ids[start:start + MAX_IDS_PER_REQUEST]))
+                for start in range(0, len(join_ids), MAX_IDS_PER_REQUEST)]
+
+    async def _store_partial_scores(self, answer: PartialScores) -> None:
+        pipeline = self.redis.pipeline(transaction=False)
+        for join_id, per_model in answer.scores.items():
+            if per_model:
+                pipeline.hset(self.key("partial", join_id),
+                              mapping={model: f"{answer.model_versions[model]}|{score!r}" for model, score in per_model.items()})
+        await pipeline.execute()
+
+
+def identity_decoder(context: ServiceContext):  # type: ignore[no-untyped-def]
+    """Identities may be tombstones (a null value: the customer is erased)."""
+    def decode(value: bytes | None) -> CustomerIdentity | None:
+        return None if value is None else context.codec.decode(value, CustomerIdentity)
+    return decode
+
+
+def build() -> ServiceContext:
+    context = bootstrap(SERVICE, needs_redis=True)
+    assert context.redis is not None
+    bank = BankExchange(context.redis, context.settings.redis_key_prefix)
+    context.add_stage(Stage(SERVICE, CUSTOMER_IDENTITIES, identity_decoder(context), bank.identities, context.publisher,
+                            context.dead_letters))
+    context.add_stage(Stage(SERVICE, EXCHANGE_TO_BANK, avro_decoder(context.codec, ExchangeMessage), bank.exchange,
+                            context.publisher, context.dead_letters))
+    return context
+
+
+if __name__ == "__main__":
+    main(build)

@@ -1,0 +1,123 @@
+"""partner: the partner's half, deployable on its own with its own Kafka topics and Redis.
+
+Reads its raw feature feed (validated; malformed records to dlq.partner.features.raw), keeps
+features and its halves of the federated models, aligns ids with the bank by PSI, answers
+partial-score requests and pushes partial scores when a person's features or a model change,
+and takes part in federated training. It reads only exchange.to_partner from the bank and
+writes only exchange.to_bank; nothing it sends carries a feature value (README: what each
+party learns).
+"""
+from __future__ import annotations
+
+import numpy as np
+
+from services.core.kafka import HandlerResult, Inbound, Outbound, Stage, avro_decoder
+from services.core.messages import ExchangeMessage
+from services.core.service import ServiceContext, bootstrap, main
+from services.exchange.alignment import AlignmentLink
+from services.exchange.batching import attach
+from services.exchange.envelope import (
+    PARTIAL_SCORES,
+    PSI_SESSION,
+    SCORE_REQUEST,
+    check_incoming,
+    envelope,
+)
+from services.exchange.partial_scores import PartialScores, decode_request
+from services.partner.features import PartnerRecord, feature_vector, parse_feed
+from services.partner.store import PartnerStore, id_hash
+from services.partner.topics import EXCHANGE_TO_PARTNER, PARTNER_FEATURES, RAW_PARTNER_FEATURES
+
+SERVICE = "partner"
+MAX_SCORES_PER_MESSAGE = 20_000
+
+
+class PartnerService:
+    def __init__(self, store: PartnerStore, link: AlignmentLink) -> None:
+        self.store = store
+        self.link = link
+        self._loaded = False
+
+    async def _ensure_loaded(self) -> None:
+        if not self._loaded:
+            await self.link.load()
+            self._loaded = True
+
+    async def ingest(self, batch: list[Inbound[PartnerRecord]]) -> list[HandlerResult]:
+        """Store the feed's people, publish the validated features, align newcomers, refresh scores."""
+        await self._ensure_loaded()
+        upserts = [inbound.message for inbound in batch if inbound.message.features is not None]
+        deletes = [inbound.message for inbound in batch if inbound.message.features is None]
+        await self.store.put_people([
+            (record.partner_record_id, id_hash(record.national_id), feature_vector(record.features))  # type: ignore[arg-type]
+            for record in upserts
+        ])
+        await self.store.delete_people([(record.partner_record_id, record.national_id and id_hash(record.national_id))
+                                        for record in deletes])
+        results: list[HandlerResult] = [[Outbound(PARTNER_FEATURES, inbound.message.partner_record_id,
+                                                  inbound.message.features)] for inbound in batch]
+        extra: list[Outbound] = []
+        if self.link.party is not None and upserts:
+            extra += await self.link.blind([id_hash(record.national_id) for record in upserts])  # type: ignore[arg-type]
+        join_ids = [join_id for join_id in await self.store.join_ids_of([r.partner_record_id for r in upserts]) if join_id]
+        extra += await self.partial_score_messages(join_ids)
+        return attach(results, extra)
+
+    async def exchange(self, batch: list[Inbound[ExchangeMessage]]) -> list[HandlerResult]:
+        await self._ensure_loaded()
+        results: list[HandlerResult] = []
+        for inbound in batch:
+            message = inbound.message
+            check_incoming(message, "partner")
+            if message.kind == PSI_SESSION:
+                results.append(await self._join_session(message))
+            elif message.kind == SCORE_REQUEST:
+                self.link.check_session(message)
+                results.append(await self.partial_score_messages(decode_request(message.payload), message.message_id))
+            else:
+                replies, joined = await self.link.handle(message)
+                links = await self.store.link_join_ids(joined)
+                results.append(replies + await self.partial_score_messages(list(links)))
+        return results
+
+    async def _join_session(self, message: ExchangeMessage) -> list[Outbound]:
+        """A new session from the bank: align everyone we hold from scratch (join ids change)."""
+        if not await self.link.join_session(message):
+            return []
+        return await self.link.blind(await self.store.all_identity_hashes())
+
+    async def partial_score_messages(self, join_ids: list[str], correlation_id: str = "") -> list[Outbound]:
+        """w_p . x_p of every partner model for the aligned people among `join_ids`; one number per
+        model and person, never a feature. People we do not hold are left out of the answer."""
+        models = await self.store.models()
+        features = await self.store.features_by_join_id(join_ids)
+        if not models or not features or self.link.party is None:
+            return []
+        ids = list(features)
+        matrix = np.vstack([features[join_id] for join_id in ids])
+        per_model = {model.name: model.partial_scores(matrix) for model in models}
+        versions = {model.name: model.version for model in models}
+        messages = []
+        for start in range(0, len(ids), MAX_SCORES_PER_MESSAGE):
+            chunk = ids[start:start + MAX_SCORES_PER_MESSAGE]
+            scores = {join_id: {name: float(values[start + row]) for name, values in per_model.items()}
+                      for row, join_id in enumerate(chunk)}
+            messages.append(envelope(PARTIAL_SCORES, "partner", self.link.session_hex,
+                                     PartialScores(versions, scores).to_bytes(), correlation_id))
+        return messages
+
+
+def build() -> ServiceContext:
+    context = bootstrap(SERVICE, needs_redis=True)
+    assert context.redis is not None
+    prefix = context.settings.redis_key_prefix
+    service = PartnerService(PartnerStore(context.redis, prefix), AlignmentLink(context.redis, prefix, "partner"))
+    context.add_stage(Stage(SERVICE, RAW_PARTNER_FEATURES, parse_feed, service.ingest, context.publisher,
+                            context.dead_letters))
+    context.add_stage(Stage(SERVICE, EXCHANGE_TO_PARTNER, avro_decoder(context.codec, ExchangeMessage), service.exchange,
+                            context.publisher, context.dead_letters))
+    return context
+
+
+if __name__ == "__main__":
+    main(build)
