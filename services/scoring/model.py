@@ -117,7 +117,8 @@ def top_reasons(contributions: np.ndarray, count: int = REASONS_PER_SCORE) -> li
     return [(FEATURE_NAMES[index], float(contributions[index])) for index in order]
 
 
-def top_reasons_batch(contributions: np.ndarray, count: int = REASONS_PER_SCORE) -> list[list[tuple[str, float]]]:
+def top_reasons_batch(contributions: np.ndarray, count: int = REASONS_PER_SCORE,
+                      names: tuple[str, ...] = FEATURE_NAMES) -> list[list[tuple[str, float]]]:
     """`top_reasons` for every row of a batch at once (one partial sort for the whole batch).
 
     >>> rows = np.zeros((2, len(FEATURE_NAMES))); rows[0, 1] = -2.0; rows[0, 0] = 0.1; rows[1, 3] = 5.0
@@ -129,5 +130,5 @@ def top_reasons_batch(contributions: np.ndarray, count: int = REASONS_PER_SCORE)
     order = np.argsort(np.take_along_axis(magnitudes, top, axis=1), axis=1, kind="stable")
     top = np.take_along_axis(top, order, axis=1)
     values = np.take_along_axis(contributions, top, axis=1)
-    return [[(FEATURE_NAMES[index], value) for index, value in zip(indices, row_values)]
+    return [[(names[index], value) for index, value in zip(indices, row_values)]
             for indices, row_values in zip(top.tolist(), values.tolist())]

@@ -4,6 +4,10 @@ State lives in Redis so any scoring worker can serve any customer and an erased 
 removed from one place: `profile:<customer>` (the current profile) and `features:<customer>`
 (a hash of event id -> the feature vector that was scored, kept so a later response can be
 learned against exactly what was scored; expires after `feature_ttl_s`).
+
+An aligned customer (`join:<customer>`, set by the exchange service) whose partner partial score
+has arrived (`partial:<join id>`) is scored by the product's federated model when one is
+deployed (services/scoring/federated.py); everyone else by the bank-only online model.
 """
 from __future__ import annotations
 
@@ -24,6 +28,7 @@ from services.core.logs import facts
 from services.core.messages import CustomerEvent, CustomerProfile, CustomerScores, OfferResponse, ProductScore, ReasonCode
 from services.models.registry import DataFingerprint, ModelRegistry, ModelVersion
 from services.scoring.features import FEATURE_NAMES, PRODUCTS, feature_matrix
+from services.scoring.federated import REASON_NAMES, LiveFederated, load_federated
 from services.scoring.model import ProductModel, top_reasons_batch
 
 log = logging.getLogger(__name__)
@@ -33,6 +38,7 @@ NEGATIVE_OUTCOMES = frozenset({"ignored", "opted_out"})
 FEATURE_TTL_S = 14 * 24 * 3600
 LEARNED_MARK_TTL_S = 30 * 24 * 3600
 UNKNOWN_SEGMENT = "unknown"
+FEDERATED_REFRESH_S = 30.0
 
 
 def model_name(product: str) -> str:
@@ -63,6 +69,8 @@ class Scorer:
     live: dict[str, LiveModel] = field(default_factory=dict)
     checkpoint_every_rows: int = 200
     operator: str = "scoring-service"
+    federated: dict[str, LiveFederated] = field(default_factory=dict)
+    federated_loaded_at: float = 0.0
 
     @classmethod
     def start(cls, redis: aioredis.Redis, key_prefix: str, registry: ModelRegistry, products: tuple[str, ...] = PRODUCTS,
@@ -78,7 +86,27 @@ class Scorer:
             scorer._checkpoint(product)
             registry.record_deployment(scorer.live[product].version.service_number, operator=scorer.operator,
                                        target=socket.gethostname())
+        scorer.federated = load_federated(registry, products)
+        scorer.federated_loaded_at = time.monotonic()
         return scorer
+
+    async def _refresh_federated(self) -> None:
+        """Pick up newly trained federated versions without a restart."""
+        if time.monotonic() - self.federated_loaded_at >= FEDERATED_REFRESH_S:
+            self.federated_loaded_at = time.monotonic()
+            self.federated = await asyncio.to_thread(load_federated, self.registry, tuple(self.live))
+
+    async def _partial_scores(self, customer_ids: list[str], join_ids: list[bytes | None]) -> list[dict[str, str]]:
+        """The partner's partial scores per customer (model -> "version|score"), {} if none."""
+        aligned = [index for index, join_id in enumerate(join_ids) if join_id]
+        found: list[dict[str, str]] = [{} for _ in customer_ids]
+        if aligned and self.federated:
+            pipeline = self.redis.pipeline(transaction=False)
+            for index in aligned:
+                pipeline.hgetall(self._key("partial", join_ids[index].decode()))  # type: ignore[union-attr]
+            for index, stored in zip(aligned, await pipeline.execute()):
+                found[index] = {model.decode(): value.decode() for model, value in stored.items()}
+        return found
 
     def _checkpoint(self, product: str) -> None:
         live = self.live[product]
@@ -111,24 +139,33 @@ class Scorer:
 
     async def score(self, batch: list[Inbound[CustomerEvent]]) -> list[HandlerResult]:
         """One CustomerScores per event: a propensity and reason codes for every product."""
+        await self._refresh_federated()
         events = [inbound.message for inbound in batch]
-        stored = await self.redis.mget([self._key("profile", event.customer_id) for event in events])
-        profiles = [_profile_from_json(raw) if raw else unknown_profile(event.customer_id) for raw, event in zip(stored, events)]
+        customer_ids = [event.customer_id for event in events]
+        stored = await self.redis.mget([self._key("profile", customer) for customer in customer_ids]
+                                       + [self._key("join", customer) for customer in customer_ids])
+        profiles = [_profile_from_json(raw) if raw else unknown_profile(customer)
+                    for raw, customer in zip(stored, customer_ids)]
+        partials = await self._partial_scores(customer_ids, stored[len(events):])
         features = feature_matrix(events, profiles)
         per_product = []
         for product, live in self.live.items():
             propensities, contributions = live.model.predict_batch(features)
             version = live.version
-            per_product.append((product, f"{version.model_name}@v{version.version}", version.service_number,
-                                propensities.tolist(), top_reasons_batch(contributions)))
+            labels = [f"{version.model_name}@v{version.version}"] * len(events)
+            numbers = [version.service_number] * len(events)
+            reasons = top_reasons_batch(contributions)
+            partner = [False] * len(events)
+            self._score_federated(product, features, partials, propensities, labels, numbers, reasons, partner)
+            per_product.append((product, labels, numbers, propensities.tolist(), reasons, partner))
         scored_at_ms = now_ms()
         results: list[HandlerResult] = []
         pipeline = self.redis.pipeline(transaction=False)
         for row, (event, profile) in enumerate(zip(events, profiles)):
             product_scores = tuple([
-                ProductScore(product, propensities[row], model_version, service_number, False,
+                ProductScore(product, propensities[row], labels[row], numbers[row], partner[row],
                              tuple([ReasonCode(name, value) for name, value in reasons[row]]))
-                for product, model_version, service_number, propensities, reasons in per_product
+                for product, labels, numbers, propensities, reasons, partner in per_product
             ])
             scores = CustomerScores(
                 event_id=event.event_id, customer_id=event.customer_id, event_type=event.event_type,
@@ -143,6 +180,28 @@ class Scorer:
                 pipeline.expire(features_key, FEATURE_TTL_S)
         await pipeline.execute()
         return results
+
+    def _score_federated(self, product: str, features: np.ndarray, partials: list[dict[str, str]],
+                         propensities: np.ndarray, labels: list[str], numbers: list[str],
+                         reasons: list[list[tuple[str, float]]], partner: list[bool]) -> None:
+        """Rescore, in place, the rows whose partner partial score matches the deployed federated half."""
+        live = self.federated.get(product)
+        if live is None:
+            return
+        rows, scores = [], []
+        for row, per_model in enumerate(partials):
+            stored = per_model.get(live.version.model_name)
+            if stored:
+                version, score = stored.split("|", 1)
+                if version == live.half.partner_version:
+                    rows.append(row)
+                    scores.append(float(score))
+        if not rows:
+            return
+        contributions = live.half.contributions(features[rows], np.asarray(scores))
+        propensities[rows] = live.half.propensities(contributions)
+        for row, row_reasons in zip(rows, top_reasons_batch(contributions, names=REASON_NAMES)):
+            labels[row], numbers[row], reasons[row], partner[row] = live.label, live.version.service_number, row_reasons, True
 
     async def learn(self, batch: list[Inbound[OfferResponse]]) -> list[HandlerResult]:
         """Learn from terminal responses (converted: 1; ignored, opted out: 0), each exactly once."""
