@@ -7,7 +7,6 @@ error instead of failing on the first event.
 """
 from __future__ import annotations
 
-from functools import cached_property
 from pathlib import Path
 from typing import Literal
 
@@ -74,7 +73,7 @@ class Settings(BaseSettings):
     max_offers_per_customer_per_day: int = Field(default=1, ge=0)
     campaigns_file: Path = REPO_ROOT / "services" / "dispatch" / "campaigns.yaml"
 
-    @cached_property
+    @property
     def exchange_servers(self) -> str:
         return self.exchange_bootstrap_servers or self.kafka_bootstrap_servers
 

@@ -1,7 +1,8 @@
 """Kafka plumbing every service shares: the faust app, batched stages, publishing, dead letters.
 
 Each service is a faust app (lifecycle, web server, tasks). Its hot path is a `StageRunner`:
-one aiokafka consumer over the service's input topics, read in batches. For each batch it
+one aiokafka consumer over the service's input topics on each cluster it reads (its party's own,
+and the exchange cluster for `exchange.*` topics when EXCHANGE_BOOTSTRAP_SERVERS names one), read in batches. For each batch it
 decodes every message (a bad one goes to `dlq.<topic>` with its bytes and the reason), hands
 each topic's decoded batch to that stage's handler (pure logic plus Redis), publishes what the
 handler returns, waits until the broker has acknowledged all of it, and only then commits the
@@ -52,6 +53,20 @@ TRANSIENT_ERRORS: tuple[type[BaseException], ...] = (
 # A batch that failed for a transient reason is replayed after this backoff, doubling up to the cap.
 RETRY_BACKOFF_FIRST_S = 0.1
 RETRY_BACKOFF_MAX_S = 2.0
+
+
+def cluster_of(settings: Settings, logical_topic: str) -> str:
+    """The bootstrap servers of the cluster a topic lives on: exchange topics on the exchange
+    cluster, everything else (dead letters included) on the party's own.
+
+    >>> from services.core.config import load_settings
+    >>> settings = load_settings(kafka_bootstrap_servers="own:9092", exchange_bootstrap_servers="shared:9093",
+    ...                          redis_url="redis://localhost")
+    >>> cluster_of(settings, "exchange.to_bank"), cluster_of(settings, "dlq.exchange.to_bank")
+    ('shared:9093', 'own:9092')
+    """
+    spec = TOPICS.get(logical_topic)
+    return settings.exchange_servers if spec is not None and spec.owner == "exchange" else settings.kafka_bootstrap_servers
 
 
 def now_ms() -> int:
@@ -147,23 +162,31 @@ class Publisher:
         self.settings = settings
         self.codec = codec
         self.service = service
-        self._producer: AIOKafkaProducer | None = None
+        self._producers: dict[str, AIOKafkaProducer] = {}
         self._pending: list[asyncio.Future[Any]] = []
         self._sent_per_topic: dict[str, int] = {}
 
     async def start(self) -> None:
-        self._producer = AIOKafkaProducer(
-            bootstrap_servers=self.settings.kafka_bootstrap_servers, acks="all", linger_ms=self.settings.producer_linger_ms,
-            max_batch_size=512 * 1024, max_request_size=4 * 1024 * 1024,
-            # Tansu fails idempotent producers; at-least-once plus idempotent processing instead.
-            enable_idempotence=False,
-        )
-        await self._producer.start()
+        await self._producer_for_servers(self.settings.kafka_bootstrap_servers)
+
+    async def _producer_for_servers(self, servers: str) -> AIOKafkaProducer:
+        """One producer per cluster; the exchange cluster's is made on the first exchange message."""
+        producer = self._producers.get(servers)
+        if producer is None:
+            producer = AIOKafkaProducer(
+                bootstrap_servers=servers, acks="all", linger_ms=self.settings.producer_linger_ms,
+                max_batch_size=512 * 1024, max_request_size=4 * 1024 * 1024,
+                # Tansu fails idempotent producers; at-least-once plus idempotent processing instead.
+                enable_idempotence=False,
+            )
+            await producer.start()
+            self._producers[servers] = producer
+        return producer
 
     async def stop(self) -> None:
-        if self._producer is not None:
-            await self._producer.stop()
-            self._producer = None
+        producers, self._producers = self._producers, {}
+        for producer in producers.values():
+            await producer.stop()
 
     async def send(self, outbound: Outbound, trace_decision: TraceDecision | None = None) -> None:
         """Encode and send one message. A recorded trace gets a PRODUCER span whose context travels in
@@ -181,9 +204,10 @@ class Publisher:
             await self.send_bytes(outbound.topic, outbound.key.encode(), value, list(trace_decision.forwarded_headers))
 
     async def send_bytes(self, topic: str, key: bytes | None, value: bytes | None, headers: list[tuple[str, bytes]]) -> None:
-        if self._producer is None:
+        if not self._producers:
             raise UnreachableError("publisher used before start()")
-        future = await self._producer.send(self.settings.topic(topic), value=value, key=key, headers=headers)
+        producer = await self._producer_for_servers(cluster_of(self.settings, topic))
+        future = await producer.send(self.settings.topic(topic), value=value, key=key, headers=headers)
         self._pending.append(future)
         self._sent_per_topic[topic] = self._sent_per_topic.get(topic, 0) + 1
 
@@ -321,56 +345,66 @@ class StageRunner(mode.Service):
         self.service = service
         self.publisher = publisher
         self.stages: dict[str, Stage[Any]] = {}
-        self.consumer: AIOKafkaConsumer | None = None
+        self.consumers: list[AIOKafkaConsumer] = []
         self.sample_ratio = root_sample_ratio()
         self.batches = 0
         # True while a part (Redis, Kafka) is failing and batches are being replayed; /readyz says 503.
         self.degraded = False
+        # One batch at a time across clusters: the publisher's flush and replay cover one batch.
+        self._one_batch = asyncio.Lock()
 
     def add(self, stage: Stage[Any]) -> None:
         self.stages[self.settings.topic(stage.topic)] = stage
 
     @property
     def assigned(self) -> bool:
-        return bool(self.consumer is not None and self.consumer.assignment())
+        return bool(self.consumers) and all(consumer.assignment() for consumer in self.consumers)
 
     async def on_start(self) -> None:
         await self.publisher.start()
         settings = self.settings
-        self.consumer = AIOKafkaConsumer(
-            *self.stages, bootstrap_servers=settings.kafka_bootstrap_servers,
-            group_id=stage_group_id(settings, self.service), client_id=f"cipherstream-{self.service}",
-            enable_auto_commit=False, auto_offset_reset="earliest", fetch_max_wait_ms=settings.fetch_max_wait_ms,
-            max_poll_records=settings.batch_max_events, max_partition_fetch_bytes=4 * 1024 * 1024,
-            session_timeout_ms=int(settings.broker_session_timeout_s * 1000),
-            rebalance_timeout_ms=int(settings.broker_rebalance_timeout_s * 1000),
-            heartbeat_interval_ms=int(settings.broker_heartbeat_interval_s * 1000),
-        )
-        await self.consumer.start()
+        by_cluster: dict[str, list[str]] = {}
+        for topic, stage in self.stages.items():
+            by_cluster.setdefault(cluster_of(settings, stage.topic), []).append(topic)
+        for servers, topics in by_cluster.items():
+            consumer = AIOKafkaConsumer(
+                *topics, bootstrap_servers=servers,
+                group_id=stage_group_id(settings, self.service), client_id=f"cipherstream-{self.service}",
+                enable_auto_commit=False, auto_offset_reset="earliest", fetch_max_wait_ms=settings.fetch_max_wait_ms,
+                max_poll_records=settings.batch_max_events, max_partition_fetch_bytes=4 * 1024 * 1024,
+                session_timeout_ms=int(settings.broker_session_timeout_s * 1000),
+                rebalance_timeout_ms=int(settings.broker_rebalance_timeout_s * 1000),
+                heartbeat_interval_ms=int(settings.broker_heartbeat_interval_s * 1000),
+            )
+            await consumer.start()
+            self.consumers.append(consumer)
+
+    async def on_started(self) -> None:
+        for consumer in self.consumers:
+            self.add_future(self._consume(consumer))
 
     async def on_stop(self) -> None:
-        if self.consumer is not None:
-            await self.consumer.stop()
+        for consumer in self.consumers:
+            await consumer.stop()
         await self.publisher.stop()
 
-    @mode.Service.task
-    async def _consume(self) -> None:
-        assert self.consumer is not None
+    async def _consume(self, consumer: AIOKafkaConsumer) -> None:
         window_ms = int(self.settings.batch_window_s * 1000)
         backoff_s = RETRY_BACKOFF_FIRST_S
         while not self.should_stop:
-            batches = await self.consumer.getmany(timeout_ms=window_ms, max_records=self.settings.batch_max_events)
+            batches = await consumer.getmany(timeout_ms=window_ms, max_records=self.settings.batch_max_events)
             if not batches:
                 continue
             try:
-                await self.process(batches)
+                async with self._one_batch:
+                    await self.process(consumer, batches)
             except TRANSIENT_ERRORS as error:
                 # Nothing of this batch is committed: go back to its start and try again later.
                 # Outputs that did reach the broker are sent again (at-least-once; consumers are idempotent).
                 self.degraded = True
                 self.publisher.discard_pending()
                 for partition, records in batches.items():
-                    self.consumer.seek(partition, records[0].offset)
+                    consumer.seek(partition, records[0].offset)
                 log.warning("transient failure, batch will be replayed",
                             extra=facts(service=self.service, error=type(error).__name__, backoff_s=backoff_s))
                 await asyncio.sleep(backoff_s)
@@ -381,7 +415,8 @@ class StageRunner(mode.Service):
             self.degraded = False
             backoff_s = RETRY_BACKOFF_FIRST_S
 
-    async def process(self, batches: dict[TopicPartition, list[ConsumerRecord[bytes, bytes]]]) -> None:
+    async def process(self, consumer: AIOKafkaConsumer,
+                      batches: dict[TopicPartition, list[ConsumerRecord[bytes, bytes]]]) -> None:
         by_topic: dict[str, list[ConsumerRecord[bytes, bytes]]] = {}
         for partition, records in batches.items():
             by_topic.setdefault(partition.topic, []).extend(records)
@@ -392,11 +427,10 @@ class StageRunner(mode.Service):
             hook = self.stages[topic].after_flush
             if hook is not None:
                 await hook()
-        assert self.consumer is not None
-        await self.consumer.commit({partition: records[-1].offset + 1 for partition, records in batches.items()})
+        await consumer.commit({partition: records[-1].offset + 1 for partition, records in batches.items()})
         self.batches += 1
         for partition in batches:
-            highwater = self.consumer.highwater(partition)
+            highwater = consumer.highwater(partition)
             if highwater is not None:
                 position = batches[partition][-1].offset + 1
                 metrics.CONSUMER_LAG.labels(self.service, partition.topic, str(partition.partition)).set(max(0, highwater - position))

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -12,6 +13,9 @@ import redis.asyncio as aioredis
 from services.core.avro import AvroCodec
 from services.core.clients import consume, produce
 from services.core.config import Settings
+from services.core.kafka import create_topics
+from services.core.runtime import start_broker
+from services.core.supervisor import ServiceRunner
 from services.core.messages import DeadLetter, ExchangeMessage
 from services.generator.partner_feed import partner_records
 from services.generator.population import customer_records, make_population
@@ -30,9 +34,33 @@ async def _wait_for(check, timeout_s: float = 60.0):  # type: ignore[no-untyped-
         await asyncio.sleep(0.3)
 
 
+@pytest.fixture(params=["one cluster", "separate exchange cluster"])
+async def exchange_settings(request: pytest.FixtureRequest, settings: Settings, topics: list[str], tmp_path: Path):
+    """The bank and partner on one cluster, or the exchange topics on a cluster of their own."""
+    if request.param == "one cluster":
+        yield settings
+        return
+    broker, servers = start_broker(tmp_path / "exchange-broker")
+    try:
+        await create_topics(servers, [settings.topic(name) for name in ("exchange.to_partner", "exchange.to_bank")],
+                            settings.topic_partitions)
+        yield settings.model_copy(update={"exchange_bootstrap_servers": servers})
+    finally:
+        broker.stop()
+
+
 async def test_psi_over_topics_aligns_exactly_the_shared_people_and_partial_scores_arrive(
-    settings: Settings, services, codec: AvroCodec,
+    exchange_settings: Settings, codec: AvroCodec, tmp_path: Path,
 ) -> None:
+    settings = exchange_settings
+    services = ServiceRunner(settings, tmp_path / "logs")
+    try:
+        await _align_and_score(settings, services, codec)
+    finally:
+        services.stop_all()
+
+
+async def _align_and_score(settings: Settings, services: ServiceRunner, codec: AvroCodec) -> None:
     customers = make_population(120, seed=3)
     feed = list(partner_records(customers, overlap=0.6, outsiders=40, seed=5))
     shared = {json.loads(value)["national_id"] for _, value in feed} & {c.national_id for c in customers}
@@ -84,8 +112,11 @@ async def test_psi_over_topics_aligns_exactly_the_shared_people_and_partial_scor
     assert [codec.decode(r.value, DeadLetter).reason for r in dead] == ["schema"]
 
     # Nothing that crossed carries a national id or its hash, in clear.
-    crossed = await consume(settings.kafka_bootstrap_servers,
-                            [settings.topic("exchange.to_partner"), settings.topic("exchange.to_bank")], idle_s=2, timeout_s=20)
+    exchange_topics = [settings.topic("exchange.to_partner"), settings.topic("exchange.to_bank")]
+    crossed = await consume(settings.exchange_servers, exchange_topics, idle_s=2, timeout_s=20)
+    assert len(crossed) >= 5
+    if settings.exchange_bootstrap_servers:  # nothing crossed on the parties' own cluster
+        assert await consume(settings.kafka_bootstrap_servers, exchange_topics, idle_s=1, timeout_s=5) == []
     payloads = b"".join(codec.decode(r.value, ExchangeMessage).payload for r in crossed)
     for customer in customers[:50]:
         assert customer.national_id.encode() not in payloads and bytes.fromhex(id_hash(customer.national_id)) not in payloads
