@@ -15,12 +15,13 @@ from rich.table import Table
 
 from services.core.config import REPO_ROOT, load_settings
 from services.core.errors import CipherstreamError
+from services.core.supervisor import BANK_SERVICES, PARTNER_SERVICES
 
 app = typer.Typer(help="Cipherstream: privacy-preserving real-time marketing on Kafka.", no_args_is_help=True)
 schemas_app = typer.Typer(help="Schema versions.")
 app.add_typer(schemas_app, name="schemas")
 console = Console()
-SERVICES = ("ingest", "scoring", "dispatch")
+SERVICES = (*BANK_SERVICES, *PARTNER_SERVICES)
 
 
 @app.command()
@@ -44,8 +45,11 @@ def demo(
     table = Table(title="What happened", show_header=True)
     table.add_column("what")
     table.add_column("count", justify="right")
+    table.add_row("partner's people / shared with the bank", f"{summary.partner_people} / {summary.shared_people}")
+    table.add_row(f"aligned by PSI over exchange topics ({summary.alignment_s:.1f} s)", str(summary.aligned))
     table.add_row("events in (valid)", str(summary.events_sent))
     table.add_row("scored", str(summary.scored))
+    table.add_row("scored with the partner's partial scores", str(summary.scores_with_partner))
     for channel, count in sorted(summary.offers_by_channel.items()):
         table.add_row(f"offers -> offers.{channel}", str(count))
     for reason, count in sorted(summary.suppressed_by_reason.items()):
@@ -67,7 +71,7 @@ def demo(
 
 @app.command()
 def up() -> None:
-    """Start the embedded broker and Redis plus every bank service; Ctrl-C stops them all."""
+    """Start the embedded broker and Redis plus every bank and partner service; Ctrl-C stops them all."""
     from services.core.kafka import all_topic_names, create_topics
     from services.core.runtime import embedded_stack
     from services.core.supervisor import ServiceRunner
@@ -79,8 +83,7 @@ def up() -> None:
         asyncio.run(create_topics(settings.kafka_bootstrap_servers, all_topic_names(settings), settings.topic_partitions))
         runner = ServiceRunner(settings, work_dir / "logs")
         try:
-            for name in SERVICES:
-                runner.start(name)
+            runner.start_both_parties()
             console.print({"KAFKA_BOOTSTRAP_SERVERS": settings.kafka_bootstrap_servers,
                            "REDIS_URL": settings.redis_url.get_secret_value(), "services": runner.ports})
             signal.sigwait({signal.SIGINT, signal.SIGTERM})
@@ -102,6 +105,7 @@ def generate(
 ) -> None:
     """Publish synthetic customers and events to bank.events.raw on KAFKA_BOOTSTRAP_SERVERS."""
     from services.core.clients import produce
+    from services.generator.partner_feed import partner_records
     from services.generator.population import customer_records, event_records, make_population
 
     settings = load_settings()
@@ -110,7 +114,9 @@ def generate(
     now_ms = int(time.time() * 1000)
     sent = asyncio.run(produce(settings.kafka_bootstrap_servers, topic, customer_records(population, now_ms)))
     sent += asyncio.run(produce(settings.kafka_bootstrap_servers, topic, event_records(population, events, seed + 1)))
-    console.print(f"published {sent} records to {topic}")
+    partner_topic = settings.topic("partner.features.raw")
+    partner_sent = asyncio.run(produce(settings.kafka_bootstrap_servers, partner_topic, partner_records(population)))
+    console.print(f"published {sent} records to {topic} and {partner_sent} to {partner_topic}")
 
 
 @app.command()

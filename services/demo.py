@@ -1,5 +1,6 @@
-"""`make demo`: start the embedded stack and the bank's services, replay synthetic events end to
-end, answer offers as the channels would, and report what happened. Leaves nothing running."""
+"""`make demo`: start the embedded stack, the bank's services and the partner's, align the two
+parties' people by PSI, replay synthetic events end to end, answer offers as the channels would,
+and report what happened. Leaves nothing running."""
 from __future__ import annotations
 
 import asyncio
@@ -16,10 +17,11 @@ from services.core.catalog import CHANNELS, dlq_name, offers_topic
 from services.core.clients import consume, produce
 from services.core.config import Settings, load_settings
 from services.core.kafka import all_topic_names, create_topics, now_ms
-from services.core.messages import DeadLetter, Offer, Suppression
+from services.core.messages import CustomerScores, DeadLetter, Offer, Suppression
 from services.core.runtime import embedded_stack
-from services.core.supervisor import BANK_SERVICES, ServiceRunner
+from services.core.supervisor import ServiceRunner
 from services.generator.channels import respond
+from services.generator.partner_feed import partner_records
 from services.generator.population import customer_records, event_records, make_population, malformed_records
 
 DEMO_DAY = __import__("datetime").date(2026, 11, 25)
@@ -28,6 +30,11 @@ DEMO_DAY = __import__("datetime").date(2026, 11, 25)
 @dataclass
 class DemoSummary:
     customers: int = 0
+    partner_people: int = 0
+    shared_people: int = 0
+    aligned: int = 0
+    alignment_s: float = 0.0
+    scores_with_partner: int = 0
     events_sent: int = 0
     malformed_sent: int = 0
     scored: int = 0
@@ -66,12 +73,35 @@ def run_demo(work_dir: Path, *, customers: int = 1000, events: int = 3000, malfo
         asyncio.run(create_topics(settings.kafka_bootstrap_servers, all_topic_names(settings), settings.topic_partitions))
         runner = ServiceRunner(settings, work_dir / "logs")
         try:
-            for name in BANK_SERVICES:
-                runner.start(name, wait=False)
-            runner.wait_all_ready()
+            runner.start_both_parties()
             return asyncio.run(_drive(settings, customers, events, malformed, rate_per_s, timeout_s))
         finally:
             runner.stop_all()
+
+
+async def _align(settings: Settings, population: list, summary: DemoSummary,  # type: ignore[type-arg]
+                 timeout_s: float = 60.0) -> None:
+    """Send the partner its feed and wait until PSI over the exchange topics has aligned everyone shared."""
+    import json
+
+    import redis.asyncio as aioredis
+
+    feed = list(partner_records(population))
+    partner_ids = {json.loads(value)["national_id"] for _, value in feed}
+    summary.partner_people = len(partner_ids)
+    summary.shared_people = len(partner_ids & {customer.national_id for customer in population})
+    started = time.monotonic()
+    await produce(settings.kafka_bootstrap_servers, settings.topic("partner.features.raw"), feed)
+    redis = aioredis.from_url(settings.redis_url.get_secret_value())
+    try:
+        while time.monotonic() - started < timeout_s:
+            summary.aligned = len([key async for key in redis.scan_iter(match=f"{settings.redis_key_prefix}join:*", count=1000)])
+            if summary.aligned >= summary.shared_people:
+                break
+            await asyncio.sleep(0.3)
+    finally:
+        await redis.aclose()
+    summary.alignment_s = time.monotonic() - started
 
 
 def _from_env(name: str) -> str:
@@ -93,6 +123,7 @@ async def _drive(settings: Settings, customer_count: int, event_count: int, malf
     await consume(settings.kafka_bootstrap_servers, [settings.topic("customer.profiles")],
                   until=lambda got: len(got) >= customer_count, timeout_s=60)
     await asyncio.sleep(1.0)  # let scoring store the profiles before the first event arrives
+    await _align(settings, population, summary)
 
     producer = AIOKafkaProducer(bootstrap_servers=settings.kafka_bootstrap_servers, linger_ms=2, enable_idempotence=False)
     await producer.start()
@@ -139,6 +170,8 @@ async def _collect(settings: Settings, codec: AvroCodec, summary: DemoSummary, p
                 for record in records:
                     if record.topic == scores_topic:
                         summary.scored += 1
+                        summary.scores_with_partner += any(
+                            score.partner_contributed for score in codec.decode(record.value, CustomerScores).scores)
                     elif record.topic in offer_topics:
                         offer = codec.decode(record.value, Offer)
                         summary.offers_by_channel[offer.channel] += 1

@@ -14,7 +14,15 @@ from services.core.config import Settings
 from services.core.errors import UnreachableError
 from services.core.runtime import ManagedProcess, free_port, start_process
 
-BANK_SERVICES: tuple[str, ...] = ("ingest", "scoring", "dispatch")
+BANK_SERVICES: tuple[str, ...] = ("ingest", "scoring", "dispatch", "exchange")
+PARTNER_SERVICES: tuple[str, ...] = ("partner",)
+PARTNER_KEY_SUFFIX = "partner:"
+
+
+def partner_env(settings: Settings) -> dict[str, str]:
+    """The partner keeps its state apart from the bank's: on the embedded stack, under its own key prefix
+    (in production, its own Redis, by REDIS_URL)."""
+    return {"CIPHERSTREAM_REDIS_KEY_PREFIX": settings.redis_key_prefix + PARTNER_KEY_SUFFIX}
 
 
 def settings_env(settings: Settings) -> dict[str, str]:
@@ -73,6 +81,14 @@ class ServiceRunner:
         if wait:
             wait_ready(port, managed)
         return managed
+
+    def start_both_parties(self) -> None:
+        """Every bank service and the partner's, started together; returns once all are ready."""
+        for name in BANK_SERVICES:
+            self.start(name, wait=False)
+        for name in PARTNER_SERVICES:
+            self.start(name, extra_env=partner_env(self.settings), wait=False)
+        self.wait_all_ready()
 
     def wait_all_ready(self) -> None:
         for name, managed in self.running.items():
