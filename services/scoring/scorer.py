@@ -18,6 +18,7 @@ import logging
 import socket
 import time
 from dataclasses import asdict, dataclass, field
+from typing import Any
 
 import numpy as np
 import redis.asyncio as aioredis
@@ -39,6 +40,14 @@ FEATURE_TTL_S = 14 * 24 * 3600
 LEARNED_MARK_TTL_S = 30 * 24 * 3600
 UNKNOWN_SEGMENT = "unknown"
 FEDERATED_REFRESH_S = 30.0
+STORE_FEATURES_LUA = """
+local ttl = ARGV[1]
+for i = 1, #KEYS do
+  redis.call('HSET', KEYS[i], ARGV[2 * i], ARGV[2 * i + 1])
+  redis.call('EXPIRE', KEYS[i], ttl)
+end
+return #KEYS
+"""
 
 
 def model_name(product: str) -> str:
@@ -71,6 +80,7 @@ class Scorer:
     operator: str = "scoring-service"
     federated: dict[str, LiveFederated] = field(default_factory=dict)
     federated_loaded_at: float = 0.0
+    _store_features_script: Any = None
 
     @classmethod
     def start(cls, redis: aioredis.Redis, key_prefix: str, registry: ModelRegistry, products: tuple[str, ...] = PRODUCTS,
@@ -89,6 +99,13 @@ class Scorer:
         scorer.federated = load_federated(registry, products)
         scorer.federated_loaded_at = time.monotonic()
         return scorer
+
+    @property
+    def _store_features(self):  # type: ignore[no-untyped-def]
+        """HSET KEYS[i] event features + EXPIRE KEYS[i] ttl for a whole batch, server-side."""
+        if self._store_features_script is None:
+            self._store_features_script = self.redis.register_script(STORE_FEATURES_LUA)
+        return self._store_features_script
 
     async def _refresh_federated(self) -> None:
         """Pick up newly trained federated versions without a restart."""
@@ -160,7 +177,8 @@ class Scorer:
             per_product.append((product, labels, numbers, propensities.tolist(), reasons, partner))
         scored_at_ms = now_ms()
         results: list[HandlerResult] = []
-        pipeline = self.redis.pipeline(transaction=False)
+        feature_keys: list[str] = []
+        feature_fields: list[bytes | str | int] = [FEATURE_TTL_S]
         for row, (event, profile) in enumerate(zip(events, profiles)):
             product_scores = tuple([
                 ProductScore(product, propensities[row], labels[row], numbers[row], partner[row],
@@ -175,10 +193,11 @@ class Scorer:
             )
             results.append([Outbound(SCORES_TOPIC, event.customer_id, scores)])
             if profile.segment != UNKNOWN_SEGMENT:
-                features_key = self._key("features", event.customer_id)
-                pipeline.hset(features_key, event.event_id, features[row].tobytes())
-                pipeline.expire(features_key, FEATURE_TTL_S)
-        await pipeline.execute()
+                feature_keys.append(self._key("features", event.customer_id))
+                feature_fields += [event.event_id, features[row].tobytes()]
+        if feature_keys:
+            # One command for the batch: per-event HSET + EXPIRE cost a third of the stage's time.
+            await self._store_features(keys=feature_keys, args=feature_fields)
         return results
 
     def _score_federated(self, product: str, features: np.ndarray, partials: list[dict[str, str]],
