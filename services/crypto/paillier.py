@@ -229,6 +229,10 @@ class ObfuscatorPool:
             self._wanted.set()
         return obfuscator
 
+    def prefill(self, count: int) -> None:
+        """Make `count` obfuscators now, in this thread (start-up, or before a known burst)."""
+        self._ready.extend(self.maker.make() for _ in range(count))
+
     def take_many(self, count: int) -> list[gmpy2.mpz]:
         return [self.take() for _ in range(count)]
 
