@@ -1,0 +1,1 @@
+"""Federated logistic regression between the bank and the partner (vertical, two-party, Paillier)."""
