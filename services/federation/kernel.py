@@ -17,8 +17,8 @@ feature, or less, with buckets (Pippenger):
 - values wider than the window are cut into `ceil(bits/w)` windows, combined by w squarings.
 
 `plan_kernel` picks k and w from the exact number of non-empty buckets (numpy, no crypto), and
-`KernelPool` spreads slices over processes (gmpy2 holds the GIL), shipping the ciphertexts once
-per batch and worker.
+`services.federation.workers.WorkerPool` spreads slices over processes (gmpy2 holds the GIL),
+shipping the ciphertexts once per batch and worker.
 
 >>> nsquare = gmpy2.mpz(1_000_003) ** 2
 >>> ciphertexts = [gmpy2.mpz(c) for c in (17, 23, 99)]
@@ -30,11 +30,8 @@ True
 """
 from __future__ import annotations
 
-import math
-import multiprocessing
-from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass
-from typing import Sequence
+from typing import Protocol, Sequence
 
 import gmpy2
 import numpy as np
@@ -60,6 +57,12 @@ class KernelPlan:
     slice_width: int
     window_bits: int
     estimated_modmuls: int
+
+
+class ProductsPool(Protocol):
+    """Something that runs `weighted_ciphertext_products` for us, e.g. over several processes."""
+
+    def products(self, ciphertexts: Sequence[mpz], exponents: np.ndarray, nsquare: mpz, bits: int) -> list[mpz]: ...
 
 
 def _window_digits(exponents: np.ndarray, shift: int, window_bits: int) -> np.ndarray:
@@ -164,7 +167,7 @@ def _slice_products(ciphertexts: Sequence[mpz], exponents: np.ndarray, nsquare: 
     return results
 
 
-def _check_exponents(ciphertexts: Sequence[mpz], exponents: np.ndarray, bits: int) -> None:
+def check_exponents(ciphertexts: Sequence[mpz], exponents: np.ndarray, bits: int) -> None:
     if exponents.ndim != 2 or exponents.shape[0] != len(ciphertexts):
         raise KernelError(f"exponents of shape {exponents.shape} do not match {len(ciphertexts)} ciphertexts")
     if not 1 <= bits <= MAX_BITS:
@@ -177,7 +180,7 @@ def weighted_ciphertext_products(ciphertexts: Sequence[mpz], exponents: np.ndarr
                                  plan: KernelPlan | None = None) -> list[mpz]:
     """For each column j, prod_i ciphertexts[i]^exponents[i, j] mod nsquare, in this process."""
     exponents = np.asarray(exponents, dtype=np.int64)
-    _check_exponents(ciphertexts, exponents, bits)
+    check_exponents(ciphertexts, exponents, bits)
     plan = plan or plan_kernel(exponents, bits)
     results: list[mpz] = []
     for start in range(0, exponents.shape[1], plan.slice_width):
@@ -187,7 +190,7 @@ def weighted_ciphertext_products(ciphertexts: Sequence[mpz], exponents: np.ndarr
 
 
 def signed_weighted_products(ciphertexts: Sequence[mpz], quantised: np.ndarray, nsquare: mpz, bits: int,
-                             pool: "KernelPool | None" = None) -> list[mpz]:
+                             pool: "ProductsPool | None" = None) -> list[mpz]:
     """prod_i c_i^(q_ij) for signed q in (-2^(bits-1), 2^(bits-1)): shift, then divide out the offset.
 
     Each column is shifted by its own minimum (so u_ij = q_ij - min_j >= 0 and zeros stay cheap
@@ -229,54 +232,3 @@ def ciphertexts_from_bytes(blob: bytes, width: int) -> list[mpz]:
     if width <= 0 or len(blob) % width:
         raise KernelError(f"{len(blob)} bytes are not a whole number of {width}-byte ciphertexts")
     return [mpz(int.from_bytes(blob[start:start + width], "big")) for start in range(0, len(blob), width)]
-
-
-def _worker_products(blob: bytes, width: int, exponents: np.ndarray, nsquare_bytes: bytes, bits: int,
-                     plan: KernelPlan) -> bytes:
-    ciphertexts = ciphertexts_from_bytes(blob, width)
-    nsquare = mpz(int.from_bytes(nsquare_bytes, "big"))
-    return ciphertexts_to_bytes(weighted_ciphertext_products(ciphertexts, exponents, nsquare, bits, plan), width)
-
-
-class KernelPool:
-    """The kernel spread over `workers` processes: columns split by whole slices, ciphertexts sent once each.
-
-    Use as a context manager; `workers=1` runs in this process (no pickling, no start-up).
-    """
-
-    def __init__(self, workers: int | None = None) -> None:
-        self.workers = max(1, workers if workers is not None else (multiprocessing.cpu_count() or 1))
-        self._executor: ProcessPoolExecutor | None = None
-        if self.workers > 1:
-            # forkserver: workers never inherit the parent's threads (obfuscator pools, Kafka clients).
-            self._executor = ProcessPoolExecutor(self.workers, mp_context=multiprocessing.get_context("forkserver"))
-
-    def products(self, ciphertexts: Sequence[mpz], exponents: np.ndarray, nsquare: mpz, bits: int) -> list[mpz]:
-        exponents = np.asarray(exponents, dtype=np.int64)
-        _check_exponents(ciphertexts, exponents, bits)
-        plan = plan_kernel(exponents, bits)
-        slices = math.ceil(exponents.shape[1] / plan.slice_width)
-        if self._executor is None or slices < 2:
-            return weighted_ciphertext_products(ciphertexts, exponents, nsquare, bits, plan)
-        width = (int(nsquare).bit_length() + 7) // 8
-        blob = ciphertexts_to_bytes(ciphertexts, width)
-        nsquare_bytes = int(nsquare).to_bytes(width, "big")
-        per_worker = math.ceil(slices / self.workers) * plan.slice_width
-        futures = [self._executor.submit(_worker_products, blob, width, exponents[:, start:start + per_worker],
-                                         nsquare_bytes, bits, plan)
-                   for start in range(0, exponents.shape[1], per_worker)]
-        results: list[mpz] = []
-        for future in futures:
-            results.extend(ciphertexts_from_bytes(future.result(), width))
-        return results
-
-    def close(self) -> None:
-        if self._executor is not None:
-            self._executor.shutdown()
-            self._executor = None
-
-    def __enter__(self) -> "KernelPool":
-        return self
-
-    def __exit__(self, *exc_info: object) -> None:
-        self.close()

@@ -15,11 +15,11 @@ from phe import paillier
 from services.federation.kernel import (
     KernelError,
     KernelPlan,
-    KernelPool,
     plan_kernel,
     signed_weighted_products,
     weighted_ciphertext_products,
 )
+from services.federation.workers import WorkerPool
 
 
 @pytest.fixture(scope="module")
@@ -28,8 +28,8 @@ def keypair() -> tuple[paillier.PaillierPublicKey, paillier.PaillierPrivateKey]:
 
 
 @pytest.fixture(scope="module")
-def pool() -> Iterator[KernelPool]:
-    with KernelPool(workers=2) as started:
+def pool() -> Iterator[WorkerPool]:
+    with WorkerPool(workers=2) as started:
         yield started
 
 
@@ -89,7 +89,7 @@ def test_every_plan_computes_the_same_products(rows: int, features: int, bits: i
         assert product == want
 
 
-def test_two_worker_pool_matches_one_process(keypair, pool: KernelPool) -> None:
+def test_two_worker_pool_matches_one_process(keypair, pool: WorkerPool) -> None:
     public_key, _ = keypair
     nsquare = mpz(public_key.nsquare)
     rng = np.random.default_rng(7)
