@@ -198,11 +198,11 @@ class BankParty:
     def plan_epoch(self, epoch: int, batch_size: int, join_ids: Sequence[str] | None = None) -> list[BatchPlan]:
         """Shuffle the rows into batches of `batch_size`; a short last batch joins the one before it."""
         ids = list(join_ids if join_ids is not None else self.join_ids)
+        if len(ids) < self.min_batch_size:
+            raise BatchTooSmallError(f"{len(ids)} rows cannot make one batch of at least {self.min_batch_size}")
         if batch_size < self.min_batch_size:
             raise BatchTooSmallError(f"batch size {batch_size} is below the minimum of {self.min_batch_size}: "
                                      "a small batch's gradient would reveal single residuals, hence labels")
-        if len(ids) < self.min_batch_size:
-            raise BatchTooSmallError(f"{len(ids)} rows cannot make one batch of at least {self.min_batch_size}")
         _rows_of(self._row_of, ids, "bank")
         self._shuffle.shuffle(ids)
         starts = list(range(0, len(ids), batch_size))
