@@ -455,7 +455,7 @@ def plaintext_weighted_sums(encodings: Sequence[int], quantised: np.ndarray, key
 
 @dataclass
 class TrainingReport:
-    """What the driver measured: per-epoch seconds and mean log loss, bytes each way, message count."""
+    """What the driver measured: per-epoch seconds and mean log loss, bytes each way, seconds per step."""
 
     mode: str
     epochs: int
@@ -464,6 +464,10 @@ class TrainingReport:
     losses: list[float] = field(default_factory=list)
     bytes_to_partner: int = 0
     bytes_to_bank: int = 0
+    step_seconds: dict[str, float] = field(default_factory=dict)
+
+    def timed(self, step: str, started: float) -> None:
+        self.step_seconds[step] = self.step_seconds.get(step, 0.0) + time.perf_counter() - started
 
 
 Transcript = list[tuple[str, bytes]]
@@ -500,10 +504,21 @@ def train_federated(bank: BankParty, partner: PartnerParty, mode: Mode, epochs: 
     for epoch in range(epochs):
         started = time.perf_counter()
         for plan in bank.plan_epoch(epoch, step_size, rows):
+            at = time.perf_counter()
             scores = to_bank(partner.scores_step(to_partner(plan.to_bytes())))
+            report.timed("1_partner_scores", at)
+            at = time.perf_counter()
             residuals = to_partner(bank.residuals_step(plan, scores, online=mode == "online"))
+            report.timed("2_bank_residuals", at)
+            at = time.perf_counter()
             masked = to_bank(partner.gradient_step(residuals))
-            partner.update_step(to_partner(bank.decrypt_step(masked)))
+            report.timed("3_partner_gradient", at)
+            at = time.perf_counter()
+            unmasked = to_partner(bank.decrypt_step(masked))
+            report.timed("4_bank_decrypt", at)
+            at = time.perf_counter()
+            partner.update_step(unmasked)
+            report.timed("4_partner_update", at)
             report.batches += 1
             if after_step is not None:
                 after_step(epoch, plan.batch_index)
