@@ -17,7 +17,7 @@ from services.core.messages import CustomerIdentity, ExchangeMessage
 from services.core.service import ServiceContext, bootstrap, main
 from services.exchange.alignment import AlignmentLink
 from services.exchange.batching import attach
-from services.exchange.envelope import PARTIAL_SCORES, SCORE_REQUEST, check_incoming, envelope
+from services.exchange.envelope import FEDLR_PREFIX, PARTIAL_SCORES, SCORE_REQUEST, check_incoming, envelope
 from services.exchange.partial_scores import PartialScores, encode_request
 from services.partner.store import id_hash
 from services.exchange.topics import CUSTOMER_IDENTITIES, EXCHANGE_TO_BANK
@@ -78,7 +78,9 @@ class BankExchange:
         for inbound in batch:
             message = inbound.message
             check_incoming(message, "bank")
-            if message.kind == PARTIAL_SCORES:
+            if message.kind.startswith(FEDLR_PREFIX):
+                results.append([])  # a training run's reply: read by the training job, not by this service
+            elif message.kind == PARTIAL_SCORES:
                 self.link.check_session(message)
                 await self._store_partial_scores(PartialScores.from_bytes(message.payload))
                 results.append([])

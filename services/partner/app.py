@@ -9,8 +9,11 @@ party learns).
 """
 from __future__ import annotations
 
+import asyncio
+
 import numpy as np
 
+from services.core.errors import ValidationError
 from services.core.kafka import HandlerResult, Inbound, Outbound, Stage, avro_decoder
 from services.core.messages import ExchangeMessage
 from services.core.service import ServiceContext, bootstrap, main
@@ -24,12 +27,38 @@ from services.exchange.envelope import (
     envelope,
 )
 from services.exchange.partial_scores import PartialScores, decode_request
+from services.exchange.training_messages import (
+    FEDLR_FINISH,
+    FEDLR_MASKED,
+    FEDLR_PLAN,
+    FEDLR_RESIDUALS,
+    FEDLR_SCORES,
+    FEDLR_START,
+    FEDLR_UNMASKED,
+    TrainingRun,
+)
+from services.federation.fedlr import PartnerParty
 from services.partner.features import PartnerRecord, feature_vector, parse_feed
-from services.partner.store import PartnerStore, id_hash
+from services.partner.store import PartnerModel, PartnerStore, id_hash
 from services.partner.topics import EXCHANGE_TO_PARTNER, PARTNER_FEATURES, RAW_PARTNER_FEATURES
 
 SERVICE = "partner"
 MAX_SCORES_PER_MESSAGE = 20_000
+
+
+class PartnerTraining:
+    """The partner's side of one federated training run: its standardised features and w_p."""
+
+    def __init__(self, run: TrainingRun, features: np.ndarray) -> None:
+        self.run = run
+        self.mean = features.mean(axis=0)
+        self.scale = np.where(features.std(axis=0) > 0, features.std(axis=0), 1.0)
+        self.party = PartnerParty(run.join_ids, (features - self.mean) / self.scale)
+        self.party.on_training_start(run.training_start)
+
+    def model(self) -> PartnerModel:
+        name = self.run.model_name
+        return PartnerModel(name, self.run.version, self.party.weights.copy(), self.mean, self.scale)
 
 
 class PartnerService:
@@ -37,6 +66,7 @@ class PartnerService:
         self.store = store
         self.link = link
         self._loaded = False
+        self.trainings: dict[str, PartnerTraining] = {}
 
     async def _ensure_loaded(self) -> None:
         if not self._loaded:
@@ -74,11 +104,45 @@ class PartnerService:
             elif message.kind == SCORE_REQUEST:
                 self.link.check_session(message)
                 results.append(await self.partial_score_messages(decode_request(message.payload), message.message_id))
+            elif message.kind.startswith("fedlr_"):
+                results.append(await self._training_step(message))
             else:
                 replies, joined = await self.link.handle(message)
                 links = await self.store.link_join_ids(joined)
                 results.append(replies + await self.partial_score_messages(list(links)))
         return results
+
+    async def _training_step(self, message: ExchangeMessage) -> list[Outbound]:
+        """One step of a federated training run the bank drives (services/federation/fedlr.py)."""
+        run_id = message.session_id
+        if message.kind == FEDLR_START:
+            run = TrainingRun.from_bytes(message.payload)
+            features = await self.store.features_by_join_id(list(run.join_ids))
+            missing = len(run.join_ids) - len(features)
+            if missing:
+                raise ValidationError(f"{missing} training join ids are not aligned people of ours", reason="unknown_join_ids")
+            self.trainings[run_id] = PartnerTraining(run, np.vstack([features[j] for j in run.join_ids]))
+            return []
+        training = self.trainings.get(run_id)
+        if training is None:
+            raise ValidationError(f"no training run {run_id[:8]}.. in progress", reason="unknown_training_run")
+        party = training.party
+        if message.kind == FEDLR_PLAN:
+            scores = await asyncio.to_thread(party.scores_step, message.payload)
+            return [envelope(FEDLR_SCORES, "partner", run_id, scores, message.message_id)]
+        if message.kind == FEDLR_RESIDUALS:
+            # The kernel runs on the party's process pool; the event loop (heartbeats, /readyz) stays free.
+            masked = await asyncio.to_thread(party.gradient_step, message.payload)
+            return [envelope(FEDLR_MASKED, "partner", run_id, masked, message.message_id)]
+        if message.kind == FEDLR_UNMASKED:
+            await asyncio.to_thread(party.update_step, message.payload)
+            return []
+        if message.kind == FEDLR_FINISH:
+            del self.trainings[run_id]
+            party.close()
+            await self.store.put_model(training.model())
+            return await self.partial_score_messages(await self.store.all_aligned_join_ids())
+        raise ValidationError(f"unknown training step {message.kind!r}", reason="unknown_kind")
 
     async def _join_session(self, message: ExchangeMessage) -> list[Outbound]:
         """A new session from the bank: align everyone we hold from scratch (join ids change)."""

@@ -1,0 +1,165 @@
+"""The bank's federated training job: drives the four-step protocol with the live partner service
+over the exchange topics, then registers the bank's half in the model registry.
+
+A job, not a stream stage (as FATE runs jobs): it produces to exchange.to_partner and reads the
+partner's replies of its own run from exchange.to_bank (no consumer group; the exchange service
+ignores fedlr_* messages). Its rows are the bank's labelled history for one product: customer,
+bank feature vector (services/scoring/features.py), label; only aligned customers take part.
+When it returns, scoring picks the new version up within FEDERATED_REFRESH_S and the partner has
+pushed partial scores of the new version for everyone aligned.
+"""
+from __future__ import annotations
+
+import asyncio
+import datetime as dt
+import secrets
+import socket
+import time
+from dataclasses import dataclass
+
+import numpy as np
+import redis.asyncio as aioredis
+from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
+
+from services.core.avro import AvroCodec, SchemaStore
+from services.core.catalog import EXCHANGE_TO_BANK
+from services.core.config import Settings
+from services.core.errors import UnreachableError, ValidationError
+from services.core.messages import ExchangeMessage
+from services.exchange.envelope import envelope
+from services.exchange.training_messages import (
+    FEDLR_FINISH,
+    FEDLR_MASKED,
+    FEDLR_PLAN,
+    FEDLR_RESIDUALS,
+    FEDLR_SCORES,
+    FEDLR_START,
+    FEDLR_UNMASKED,
+    TrainingRun,
+)
+from services.federation.fedlr import BankParty, Mode
+from services.models.registry import DataFingerprint, ModelRegistry, ModelVersion
+from services.scoring.features import FEATURE_NAMES
+from services.scoring.federated import BankHalf, federated_model_name
+
+REPLY_TIMEOUT_S = 120.0
+
+
+@dataclass(frozen=True)
+class LabelledRow:
+    customer_id: str
+    features: np.ndarray  # FEATURE_NAMES order
+    label: int
+
+
+@dataclass(frozen=True)
+class TrainingResult:
+    version: ModelVersion
+    rows: int
+    positives: int
+    epochs: int
+    seconds: float
+    losses: list[float]
+
+
+async def aligned_rows(redis: aioredis.Redis, key_prefix: str, rows: list[LabelledRow]) -> list[tuple[str, LabelledRow]]:
+    """(join id, row) for the rows whose customer PSI aligned with the partner."""
+    join_ids = await redis.mget([f"{key_prefix}join:{row.customer_id}" for row in rows]) if rows else []
+    return [(join_id.decode(), row) for join_id, row in zip(join_ids, rows) if join_id]
+
+
+class _Exchange:
+    """Send to the partner; wait for its reply of one kind in this run."""
+
+    def __init__(self, settings: Settings, codec: AvroCodec, run_id: str) -> None:
+        self.settings, self.codec, self.run_id = settings, codec, run_id
+        self.producer = AIOKafkaProducer(bootstrap_servers=settings.exchange_servers, acks="all",
+                                         max_request_size=8 * 1024 * 1024, enable_idempotence=False)
+        self.consumer = AIOKafkaConsumer(bootstrap_servers=settings.exchange_servers, enable_auto_commit=False,
+                                         group_id=None, fetch_max_wait_ms=settings.fetch_max_wait_ms,
+                                         max_partition_fetch_bytes=8 * 1024 * 1024)
+
+    async def start(self) -> None:
+        await self.producer.start()
+        await self.consumer.start()
+        topic = self.settings.topic(EXCHANGE_TO_BANK)
+        partitions = self.consumer.partitions_for_topic(topic) or set()
+        if not partitions:
+            raise UnreachableError(f"topic {topic} does not exist on {self.settings.exchange_servers}")
+        assigned = [TopicPartition(topic, partition) for partition in partitions]
+        self.consumer.assign(assigned)
+        await self.consumer.seek_to_end(*assigned)  # only replies to what we are about to send
+
+    async def stop(self) -> None:
+        await self.consumer.stop()
+        await self.producer.stop()
+
+    async def send(self, kind: str, payload: bytes) -> str:
+        outbound = envelope(kind, "bank", self.run_id, payload)
+        await self.producer.send_and_wait(self.settings.topic(outbound.topic), self.codec.encode(outbound.message),
+                                          key=outbound.key.encode())
+        return outbound.message.message_id
+
+    async def reply(self, kind: str) -> bytes:
+        deadline = time.monotonic() + REPLY_TIMEOUT_S
+        while time.monotonic() < deadline:
+            batches = await self.consumer.getmany(timeout_ms=200)
+            for records in batches.values():
+                for record in records:
+                    message = self.codec.decode(record.value, ExchangeMessage)
+                    if message.session_id == self.run_id and message.sender == "partner" and message.kind == kind:
+                        return message.payload
+        raise UnreachableError(f"no {kind} from the partner within {REPLY_TIMEOUT_S:.0f} s")
+
+
+async def train_federated_over_exchange(
+    settings: Settings, redis: aioredis.Redis, registry: ModelRegistry, product: str, history: list[LabelledRow], *,
+    mode: Mode = "minibatch", epochs: int = 3, batch_size: int = 256, learning_rate: float = 0.15,
+    operator: str = "federated-training-job",
+) -> TrainingResult:
+    started = time.monotonic()
+    started_at = dt.datetime.now(dt.timezone.utc)
+    rows = await aligned_rows(redis, settings.redis_key_prefix, history)
+    if not rows:
+        raise ValidationError(f"no aligned customer in the {len(history)} history rows for {product}", reason="no_rows")
+    join_ids = [join_id for join_id, _ in rows]
+    features = np.vstack([row.features for _, row in rows])
+    labels = np.array([row.label for _, row in rows], dtype=np.float64)
+    mean = features.mean(axis=0)
+    scale = np.where(features.std(axis=0) > 0, features.std(axis=0), 1.0)
+    bank = BankParty(join_ids, labels, (features - mean) / scale, learning_rate=learning_rate)
+    run_id = secrets.token_hex(16)
+    model_name = federated_model_name(product)
+    version_label = f"{model_name}@{run_id[:12]}"
+    exchange = _Exchange(settings, AvroCodec(SchemaStore(settings.schema_dir)), run_id)
+    await exchange.start()
+    try:
+        await exchange.send(FEDLR_START, TrainingRun(model_name, version_label, tuple(join_ids), bank.start()).to_bytes())
+        step_size = len(join_ids) if mode == "batch" else batch_size
+        for epoch in range(epochs):
+            for plan in bank.plan_epoch(epoch, step_size):
+                await exchange.send(FEDLR_PLAN, plan.to_bytes())
+                scores = await exchange.reply(FEDLR_SCORES)
+                await exchange.send(FEDLR_RESIDUALS, await asyncio.to_thread(
+                    bank.residuals_step, plan, scores, mode == "online"))
+                masked = await exchange.reply(FEDLR_MASKED)
+                await exchange.send(FEDLR_UNMASKED, await asyncio.to_thread(bank.decrypt_step, masked))
+            bank.end_epoch()
+        await exchange.send(FEDLR_FINISH, b"")
+    finally:
+        await exchange.stop()
+        bank.close()
+    half = BankHalf(product, bank.weights.copy(), mean, scale, bank.bias, version_label)
+    fingerprint = DataFingerprint("")
+    for (_, row) in rows:
+        fingerprint.update(row.features.tolist(), bool(row.label))
+    version = registry.register(
+        model_name=model_name, algorithm=f"federated logistic regression ({mode}, Paillier 2048)",
+        parameters={"learning_rate": learning_rate, "batch_size": batch_size, "epochs": epochs, "mode": mode,
+                    "partner_version": version_label, "min_batch_size": bank.min_batch_size},
+        feature_names=[*FEATURE_NAMES, "partner_features"], rows_learned=len(rows), iterations=epochs,
+        fingerprint=fingerprint, operator=operator, started_at=started_at,
+        metrics={"log_loss_last_epoch": bank.epoch_losses[-1]}, checkpoint=half.to_bytes(),
+    )
+    registry.record_deployment(version.service_number, operator=operator, target=socket.gethostname())
+    return TrainingResult(version, len(rows), int(labels.sum()), epochs, time.monotonic() - started, list(bank.epoch_losses))
