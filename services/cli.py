@@ -47,6 +47,9 @@ def demo(
     table.add_column("count", justify="right")
     table.add_row("partner's people / shared with the bank", f"{summary.partner_people} / {summary.shared_people}")
     table.add_row(f"aligned by PSI over exchange topics ({summary.alignment_s:.1f} s)", str(summary.aligned))
+    table.add_row(f"federated model {summary.federated_product}: rows, encrypted training (s)",
+                  f"{summary.federated_rows}, {summary.federated_s:.1f}")
+    table.add_row("  its service number", summary.federated_service_number)
     table.add_row("events in (valid)", str(summary.events_sent))
     table.add_row("scored", str(summary.scored))
     table.add_row("scored with the partner's partial scores", str(summary.scores_with_partner))
@@ -150,6 +153,50 @@ async def _with_redis(action):  # type: ignore[no-untyped-def]
         return await action(client, settings), time.perf_counter() - started
     finally:
         await client.aclose()
+
+
+@app.command("train-federated")
+def train_federated(
+    product: str = typer.Option(..., help="the product the model scores"),
+    history: Path = typer.Option(..., help="JSON lines: {customer_id, features: {name: value}, label: 0|1}"),
+    epochs: int = typer.Option(3), batch_size: int = typer.Option(256), mode: str = typer.Option("minibatch"),
+    learning_rate: float = typer.Option(0.15),
+) -> None:
+    """Train a federated model with the partner over the exchange topics (the partner service must run)."""
+    import json
+
+    import numpy as np
+    import redis.asyncio as aioredis
+
+    from services.exchange.training import LabelledRow, train_federated_over_exchange
+    from services.models.registry import ModelRegistry
+    from services.scoring.features import FEATURE_NAMES
+
+    settings = load_settings()
+    try:
+        rows = [json.loads(line) for line in history.read_text().splitlines() if line.strip()]
+        labelled = [LabelledRow(row["customer_id"], np.array([float(row["features"][name]) for name in FEATURE_NAMES]),
+                                int(row["label"])) for row in rows]
+    except (OSError, ValueError, KeyError, TypeError) as error:
+        console.print(f"[red]cannot read {history}:[/red] {error!r}")
+        raise typer.Exit(2) from error
+
+    async def train() -> None:
+        redis = aioredis.from_url(settings.redis_url.get_secret_value())
+        try:
+            result = await train_federated_over_exchange(
+                settings, redis, ModelRegistry(settings.database_url.get_secret_value()), product, labelled,
+                mode=mode, epochs=epochs, batch_size=batch_size, learning_rate=learning_rate)  # type: ignore[arg-type]
+        finally:
+            await redis.aclose()
+        console.print({"service_number": result.version.service_number, "rows": result.rows,
+                       "positives": result.positives, "seconds": round(result.seconds, 1), "losses": result.losses})
+
+    try:
+        asyncio.run(train())
+    except CipherstreamError as error:
+        console.print(f"[red]training failed:[/red] {error}")
+        raise typer.Exit(1) from error
 
 
 @schemas_app.command("release")

@@ -34,6 +34,10 @@ class DemoSummary:
     shared_people: int = 0
     aligned: int = 0
     alignment_s: float = 0.0
+    federated_product: str = ""
+    federated_rows: int = 0
+    federated_s: float = 0.0
+    federated_service_number: str = ""
     scores_with_partner: int = 0
     events_sent: int = 0
     malformed_sent: int = 0
@@ -68,7 +72,7 @@ def run_demo(work_dir: Path, *, customers: int = 1000, events: int = 3000, malfo
             redis_url=stack.env.get("REDIS_URL") or _from_env("REDIS_URL"),
             database_url=stack.env.get("DATABASE_URL") or _from_env("DATABASE_URL"),
             data_dir=work_dir / "data", topic_prefix=f"demo{int(time.time())}.", redis_key_prefix=f"demo{int(time.time())}:",
-            topic_partitions=4,
+            topic_partitions=4, model_refresh_s=1.0,
         )
         asyncio.run(create_topics(settings.kafka_bootstrap_servers, all_topic_names(settings), settings.topic_partitions))
         runner = ServiceRunner(settings, work_dir / "logs")
@@ -104,6 +108,27 @@ async def _align(settings: Settings, population: list, summary: DemoSummary,  # 
     summary.alignment_s = time.monotonic() - started
 
 
+async def _train_federated(settings: Settings, population: list, summary: DemoSummary,  # type: ignore[type-arg]
+                           product: str = "travel_insurance") -> None:
+    """Train the federated model with the partner over the exchange topics, from the bank's pilot-campaign history."""
+    import redis.asyncio as aioredis
+
+    from services.exchange.training import train_federated_over_exchange
+    from services.generator.history import campaign_history
+    from services.models.registry import ModelRegistry
+
+    redis = aioredis.from_url(settings.redis_url.get_secret_value())
+    try:
+        result = await train_federated_over_exchange(
+            settings, redis, ModelRegistry(settings.database_url.get_secret_value()), product,
+            campaign_history(population, product), epochs=3, batch_size=256)
+    finally:
+        await redis.aclose()
+    summary.federated_product, summary.federated_rows = product, result.rows
+    summary.federated_s, summary.federated_service_number = result.seconds, result.version.service_number
+    await asyncio.sleep(2 * settings.model_refresh_s)  # scoring picks the new version up
+
+
 def _from_env(name: str) -> str:
     import os
 
@@ -124,6 +149,7 @@ async def _drive(settings: Settings, customer_count: int, event_count: int, malf
                   until=lambda got: len(got) >= customer_count, timeout_s=60)
     await asyncio.sleep(1.0)  # let scoring store the profiles before the first event arrives
     await _align(settings, population, summary)
+    await _train_federated(settings, population, summary)
 
     producer = AIOKafkaProducer(bootstrap_servers=settings.kafka_bootstrap_servers, linger_ms=2, enable_idempotence=False)
     await producer.start()

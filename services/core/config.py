@@ -71,6 +71,8 @@ class Settings(BaseSettings):
 
     # Dispatch contact policy (issue-level defaults; campaigns may tighten them).
     max_offers_per_customer_per_day: int = Field(default=1, ge=0)
+    # How often scoring looks for newly trained federated versions in the registry.
+    model_refresh_s: float = Field(default=30.0, gt=0)
     campaigns_file: Path = REPO_ROOT / "services" / "dispatch" / "campaigns.yaml"
 
     @property

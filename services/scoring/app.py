@@ -23,7 +23,8 @@ def build() -> ServiceContext:
     context = bootstrap(SERVICE, needs_redis=True, needs_database=True)
     assert context.redis is not None
     registry = ModelRegistry(context.settings.database_url.get_secret_value())
-    scorer = Scorer.start(context.redis, context.settings.redis_key_prefix, registry)
+    scorer = Scorer.start(context.redis, context.settings.redis_key_prefix, registry,
+                          model_refresh_s=context.settings.model_refresh_s)
     for topic, decoder, handler in (
         (CUSTOMER_PROFILES, profile_decoder(context.codec), scorer.store_profiles),
         (CUSTOMER_EVENTS, avro_decoder(context.codec, CustomerEvent), scorer.score),

@@ -80,13 +80,15 @@ class Scorer:
     operator: str = "scoring-service"
     federated: dict[str, LiveFederated] = field(default_factory=dict)
     federated_loaded_at: float = 0.0
+    model_refresh_s: float = FEDERATED_REFRESH_S
     _store_features_script: Any = None
 
     @classmethod
     def start(cls, redis: aioredis.Redis, key_prefix: str, registry: ModelRegistry, products: tuple[str, ...] = PRODUCTS,
-              checkpoint_every_rows: int = 200) -> Scorer:
+              checkpoint_every_rows: int = 200, model_refresh_s: float = FEDERATED_REFRESH_S) -> Scorer:
         """Restore each product's latest checkpoint (or start fresh) and register this run's version."""
-        scorer = cls(redis, key_prefix, registry, checkpoint_every_rows=checkpoint_every_rows)
+        scorer = cls(redis, key_prefix, registry, checkpoint_every_rows=checkpoint_every_rows,
+                     model_refresh_s=model_refresh_s)
         for product in products:
             latest = registry.latest(model_name(product))
             model = ProductModel.from_bytes(latest[1]) if latest and latest[1] else ProductModel(product)
@@ -109,7 +111,7 @@ class Scorer:
 
     async def _refresh_federated(self) -> None:
         """Pick up newly trained federated versions without a restart."""
-        if time.monotonic() - self.federated_loaded_at >= FEDERATED_REFRESH_S:
+        if time.monotonic() - self.federated_loaded_at >= self.model_refresh_s:
             self.federated_loaded_at = time.monotonic()
             self.federated = await asyncio.to_thread(load_federated, self.registry, tuple(self.live))
 
