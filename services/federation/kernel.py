@@ -148,10 +148,18 @@ def _slice_products(ciphertexts: Sequence[mpz], exponents: np.ndarray, nsquare: 
         nonzero_rows = np.flatnonzero(index)
         if nonzero_rows.size == 0:
             continue
+        # Rows sorted by bucket: each bucket is one run of plain multiplications (no dict per row).
+        order = nonzero_rows[np.argsort(index[nonzero_rows], kind="stable")]
+        sorted_index = index[order]
+        run_starts = np.flatnonzero(np.diff(sorted_index, prepend=-1))
+        run_ends = np.append(run_starts[1:], order.size)
+        rows_in_order = order.tolist()
         joint: dict[int, mpz] = {}
-        for row, bucket_index in zip(nonzero_rows.tolist(), index[nonzero_rows].tolist()):
-            bucket = joint.get(bucket_index)
-            joint[bucket_index] = ciphertexts[row] if bucket is None else bucket * ciphertexts[row] % nsquare
+        for bucket_index, start, end in zip(sorted_index[run_starts].tolist(), run_starts.tolist(), run_ends.tolist()):
+            bucket = ciphertexts[rows_in_order[start]]
+            for row in rows_in_order[start + 1:end]:
+                bucket = bucket * ciphertexts[row] % nsquare
+            joint[bucket_index] = bucket
         mask = (1 << width) - 1
         for position in range(slice_width):
             marginal: dict[int, mpz] = {}
