@@ -94,6 +94,22 @@ def up() -> None:
             runner.stop_all()
 
 
+@app.command("create-topics")
+def create_topics_command(
+    owner: list[str] = typer.Option(["bank", "partner", "exchange"], help="whose topics: bank, partner, exchange"),
+) -> None:
+    """Create the topics of the given owners on KAFKA_BOOTSTRAP_SERVERS (exchange ones on the exchange cluster)."""
+    from services.core.kafka import all_topic_names, create_topics
+
+    settings = load_settings()
+    own = [name for name in owner if name != "exchange"]
+    asyncio.run(create_topics(settings.kafka_bootstrap_servers, all_topic_names(settings, own), settings.topic_partitions))
+    if "exchange" in owner:
+        asyncio.run(create_topics(settings.exchange_servers, all_topic_names(settings, ["exchange"]),
+                                  settings.topic_partitions))
+    console.print(f"topics of {', '.join(owner)} exist")
+
+
 @app.command()
 def run(service: str = typer.Argument(..., help=f"one of {', '.join(SERVICES)}")) -> None:
     """Run one service in the foreground (same as `python -m services.<service>.app worker`)."""

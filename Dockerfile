@@ -1,0 +1,25 @@
+# The one image every Cipherstream service runs from: `python -m services.<name>.app worker`.
+# Non-root, no compilers in the final stage, writes only to /tmp (mount an emptyDir there in k8s).
+FROM python:3.11.7-slim-bookworm AS build
+RUN python -m venv /opt/venv
+ENV PATH=/opt/venv/bin:$PATH PIP_NO_CACHE_DIR=1 PIP_DISABLE_PIP_VERSION_CHECK=1
+WORKDIR /src
+COPY pyproject.toml README.md ./
+COPY services ./services
+COPY schemas ./schemas
+RUN pip install --no-compile '.[postgres]'
+
+FROM python:3.11.7-slim-bookworm
+RUN groupadd --system --gid 10001 cipherstream \
+ && useradd --system --uid 10001 --gid cipherstream --home-dir /nonexistent --shell /usr/sbin/nologin cipherstream
+COPY --from=build /opt/venv /opt/venv
+COPY --chown=root:root schemas /app/schemas
+COPY --chown=root:root services/dispatch/campaigns.yaml /app/campaigns.yaml
+ENV PATH=/opt/venv/bin:$PATH PYTHONDONTWRITEBYTECODE=1 PYTHONUNBUFFERED=1 \
+    CIPHERSTREAM_SCHEMA_DIR=/app/schemas CIPHERSTREAM_CAMPAIGNS_FILE=/app/campaigns.yaml \
+    CIPHERSTREAM_DATA_DIR=/tmp/cipherstream HOME=/tmp
+WORKDIR /tmp
+USER 10001:10001
+EXPOSE 6066
+ENTRYPOINT ["python", "-m"]
+CMD ["services.ingest.app", "worker"]
