@@ -21,5 +21,7 @@ ENV PATH=/opt/venv/bin:$PATH PYTHONDONTWRITEBYTECODE=1 PYTHONUNBUFFERED=1 \
 WORKDIR /tmp
 USER 10001:10001
 EXPOSE 6066
+HEALTHCHECK --interval=10s --timeout=3s --retries=6 \
+  CMD ["python", "-c", "import urllib.request; urllib.request.urlopen('http://localhost:6066/healthz', timeout=2)"]
 ENTRYPOINT ["python", "-m"]
 CMD ["services.ingest.app", "worker"]

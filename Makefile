@@ -6,7 +6,7 @@ VENV   := .venv
 PY     := $(VENV)/bin/python
 STAMP  := $(VENV)/.installed
 
-.PHONY: install demo test bench typecheck clean
+.PHONY: install demo test bench typecheck k8s clean
 
 install: $(STAMP)
 
@@ -25,8 +25,11 @@ test: $(STAMP)
 bench: $(STAMP)
 	$(PY) -m bench.run_all $(BENCH_ARGS)
 
+k8s: $(STAMP)
+	$(PY) -m tests.deploy.render
+
 typecheck: $(STAMP)
 	$(PY) -m mypy --strict services/crypto services/models
 
 clean:
-	rm -rf $(VENV) .cipherstream build *.egg-info
+	rm -rf $(VENV) .venv-tools .cipherstream build *.egg-info
