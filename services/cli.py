@@ -20,6 +20,8 @@ from services.core.supervisor import BANK_SERVICES, PARTNER_SERVICES
 app = typer.Typer(help="Cipherstream: privacy-preserving real-time marketing on Kafka.", no_args_is_help=True)
 schemas_app = typer.Typer(help="Schema versions.")
 app.add_typer(schemas_app, name="schemas")
+suppress_app = typer.Typer(help="The suppression list: customers never to contact (for one campaign or all).")
+app.add_typer(suppress_app, name="suppress")
 console = Console()
 SERVICES = (*BANK_SERVICES, *PARTNER_SERVICES)
 
@@ -64,6 +66,10 @@ def demo(
     table.add_row("latency event -> offer p50 (ms)", f"{summary.latency_ms(0.5):.1f}")
     table.add_row("latency event -> offer p99 (ms)", f"{summary.latency_ms(0.99):.1f}")
     table.add_row("model service numbers on offers", str(len(summary.service_numbers)))
+    for report in summary.uplift:
+        table.add_row(f"uplift {report.campaign_id} (treated {report.treated}, holdout {report.holdout})",
+                      f"{report.uplift:+.3f} [{report.ci_low:+.3f}, {report.ci_high:+.3f}]" if report.treated and report.holdout
+                      else "n/a")
     table.add_row("run time (s)", f"{summary.duration_s:.1f}")
     console.print(table)
     if not summary.complete:
@@ -213,6 +219,65 @@ def train_federated(
     except CipherstreamError as error:
         console.print(f"[red]training failed:[/red] {error}")
         raise typer.Exit(1) from error
+
+
+def _policy():  # type: ignore[no-untyped-def]
+    import redis.asyncio as aioredis
+
+    from services.dispatch.app import caps
+    from services.dispatch.campaigns import load_campaign_file
+    from services.dispatch.contact_policy import ContactPolicy
+
+    settings = load_settings()
+    rules = load_campaign_file(settings.campaigns_file).contact_rules
+    return ContactPolicy(aioredis.from_url(settings.redis_url.get_secret_value()), settings.redis_key_prefix, caps(rules))
+
+
+@suppress_app.command("add")
+def suppress_add(customer_id: str, campaign: str = typer.Option("*", help="a campaign id, or * for every campaign")) -> None:
+    """Never contact this customer (for the campaign, or at all) from the next decision on."""
+    asyncio.run(_policy().suppress(customer_id, campaign))
+    console.print(f"{customer_id} suppressed for {campaign}")
+
+
+@suppress_app.command("remove")
+def suppress_remove(customer_id: str, campaign: str = typer.Option("*")) -> None:
+    asyncio.run(_policy().unsuppress(customer_id, campaign))
+    console.print(f"{customer_id} no longer suppressed for {campaign}")
+
+
+@suppress_app.command("list")
+def suppress_list(customer_id: str) -> None:
+    console.print(sorted(asyncio.run(_policy().suppressions_of(customer_id))))
+
+
+@app.command("uplift")
+def uplift_report() -> None:
+    """Per campaign: treated and holdout sizes, response rates, uplift with its 95% interval."""
+    import redis.asyncio as aioredis
+
+    from services.dispatch.campaigns import load_campaign_file
+    from services.dispatch.uplift import uplift
+
+    settings = load_settings()
+
+    async def reports() -> list:  # type: ignore[type-arg]
+        redis = aioredis.from_url(settings.redis_url.get_secret_value())
+        try:
+            return [await uplift(redis, settings.redis_key_prefix, campaign.campaign_id)
+                    for campaign in load_campaign_file(settings.campaigns_file).campaigns]
+        finally:
+            await redis.aclose()
+
+    table = Table(title="Uplift per campaign (treated - holdout response rate, 95% CI)")
+    for column in ("campaign", "treated", "converted", "holdout", "converted", "uplift", "95% CI"):
+        table.add_column(column)
+    for report in asyncio.run(reports()):
+        measured = report.treated and report.holdout
+        table.add_row(report.campaign_id, str(report.treated), str(report.treated_converted), str(report.holdout),
+                      str(report.holdout_converted), f"{report.uplift:+.4f}" if measured else "n/a",
+                      f"[{report.ci_low:+.4f}, {report.ci_high:+.4f}]" if measured else "no data yet")
+    console.print(table)
 
 
 @schemas_app.command("release")

@@ -20,7 +20,8 @@ from services.core.kafka import all_topic_names, create_topics, now_ms
 from services.core.messages import CustomerScores, DeadLetter, Offer, Suppression
 from services.core.runtime import embedded_stack
 from services.core.supervisor import ServiceRunner
-from services.generator.channels import respond
+from services.dispatch.campaigns import load_campaign_file
+from services.generator.channels import organic, respond
 from services.generator.partner_feed import partner_records
 from services.generator.population import customer_records, event_records, make_population, malformed_records
 
@@ -48,6 +49,7 @@ class DemoSummary:
     responses_by_outcome: Counter[str] = field(default_factory=Counter)
     service_numbers: set[str] = field(default_factory=set)
     latencies_ms: list[float] = field(default_factory=list)
+    uplift: list = field(default_factory=list)  # type: ignore[type-arg]
     duration_s: float = 0.0
 
     @property
@@ -64,7 +66,7 @@ class DemoSummary:
 
 
 def run_demo(work_dir: Path, *, customers: int = 1000, events: int = 3000, malformed: int = 30,
-             rate_per_s: float = 500.0, timeout_s: float = 180.0) -> DemoSummary:
+             rate_per_s: float = 500.0, timeout_s: float = 180.0, quiet_hours: bool = True) -> DemoSummary:
     """Run the whole pipeline once on the embedded parts and return what happened."""
     with embedded_stack(work_dir) as stack:
         settings = load_settings(
@@ -72,7 +74,7 @@ def run_demo(work_dir: Path, *, customers: int = 1000, events: int = 3000, malfo
             redis_url=stack.env.get("REDIS_URL") or _from_env("REDIS_URL"),
             database_url=stack.env.get("DATABASE_URL") or _from_env("DATABASE_URL"),
             data_dir=work_dir / "data", topic_prefix=f"demo{int(time.time())}.", redis_key_prefix=f"demo{int(time.time())}:",
-            topic_partitions=4, model_refresh_s=1.0,
+            topic_partitions=4, model_refresh_s=1.0, quiet_hours=quiet_hours,
         )
         asyncio.run(create_topics(settings.kafka_bootstrap_servers, all_topic_names(settings), settings.topic_partitions))
         runner = ServiceRunner(settings, work_dir / "logs")
@@ -129,6 +131,19 @@ async def _train_federated(settings: Settings, population: list, summary: DemoSu
     await asyncio.sleep(2 * settings.model_refresh_s)  # scoring picks the new version up
 
 
+async def _uplift(settings: Settings) -> list:  # type: ignore[type-arg]
+    import redis.asyncio as aioredis
+
+    from services.dispatch.uplift import uplift
+
+    redis = aioredis.from_url(settings.redis_url.get_secret_value())
+    try:
+        return [await uplift(redis, settings.redis_key_prefix, campaign.campaign_id)
+                for campaign in load_campaign_file(settings.campaigns_file).campaigns if campaign.holdout_share > 0]
+    finally:
+        await redis.aclose()
+
+
 def _from_env(name: str) -> str:
     import os
 
@@ -169,7 +184,8 @@ async def _drive(settings: Settings, customer_count: int, event_count: int, malf
         deadline = time.monotonic() + timeout_s
         while not summary.complete and time.monotonic() < deadline:
             await asyncio.sleep(0.2)
-        await asyncio.sleep(1.0)  # the last responses reach scoring
+        await asyncio.sleep(1.0)  # the last responses reach scoring and dispatch
+        summary.uplift = await _uplift(settings)
     finally:
         collector.cancel()
         await asyncio.gather(collector, return_exceptions=True)
@@ -184,6 +200,8 @@ async def _collect(settings: Settings, codec: AvroCodec, summary: DemoSummary, p
     offer_topics = {settings.topic(offers_topic(channel)): channel for channel in CHANNELS}
     scores_topic, suppressions_topic = settings.topic("scores"), settings.topic("suppressions")
     dlq_topic, responses_topic = settings.topic(dlq_name("bank.events.raw")), settings.topic("responses")
+    products = {campaign.campaign_id: campaign.product
+                for campaign in load_campaign_file(settings.campaigns_file).campaigns}
     consumer = AIOKafkaConsumer(bootstrap_servers=settings.kafka_bootstrap_servers, enable_auto_commit=False,
                                 auto_offset_reset="earliest")
     await consumer.start()
@@ -207,7 +225,13 @@ async def _collect(settings: Settings, codec: AvroCodec, summary: DemoSummary, p
                             summary.responses_by_outcome[response.outcome] += 1
                             await producer.send(responses_topic, key=offer.customer_id.encode(), value=codec.encode(response))
                     elif record.topic == suppressions_topic:
-                        summary.suppressed_by_reason[codec.decode(record.value, Suppression).reason] += 1
+                        suppression = codec.decode(record.value, Suppression)
+                        summary.suppressed_by_reason[suppression.reason] += 1
+                        for response in organic(suppression, customers[suppression.customer_id], products,  # type: ignore[arg-type]
+                                                now_ms(), DEMO_DAY):
+                            summary.responses_by_outcome["converted (holdout, on their own)"] += 1
+                            await producer.send(responses_topic, key=suppression.customer_id.encode(),
+                                                value=codec.encode(response))
                     elif record.topic == dlq_topic:
                         summary.dead_letters_by_reason[codec.decode(record.value, DeadLetter).reason] += 1
     finally:

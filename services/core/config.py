@@ -70,7 +70,10 @@ class Settings(BaseSettings):
     home_country: str = Field(default="CN", pattern=r"^[A-Z]{2}$")
 
     # Dispatch contact policy (issue-level defaults; campaigns may tighten them).
-    max_offers_per_customer_per_day: int = Field(default=1, ge=0)
+    # Overrides the campaign file's daily and weekly caps (load tests set it high); unset: the file's.
+    max_offers_per_customer_per_day: int | None = Field(default=None, ge=0)
+    # Quiet hours from the campaign file; off for runs that must not depend on the time of day.
+    quiet_hours: bool = True
     # How often scoring looks for newly trained federated versions in the registry.
     model_refresh_s: float = Field(default=30.0, gt=0)
     campaigns_file: Path = REPO_ROOT / "services" / "dispatch" / "campaigns.yaml"

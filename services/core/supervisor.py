@@ -38,10 +38,12 @@ def settings_env(settings: Settings) -> dict[str, str]:
         "CIPHERSTREAM_TOPIC_PARTITIONS": str(settings.topic_partitions),
         "CIPHERSTREAM_LOG_LEVEL": settings.log_level,
         "CIPHERSTREAM_CAMPAIGNS_FILE": str(settings.campaigns_file),
-        "CIPHERSTREAM_MAX_OFFERS_PER_CUSTOMER_PER_DAY": str(settings.max_offers_per_customer_per_day),
+        "CIPHERSTREAM_QUIET_HOURS": str(settings.quiet_hours).lower(),
         "CIPHERSTREAM_MODEL_REFRESH_S": str(settings.model_refresh_s),
         "CIPHERSTREAM_FETCH_MAX_WAIT_MS": str(settings.fetch_max_wait_ms),
     })
+    if settings.max_offers_per_customer_per_day is not None:
+        env["CIPHERSTREAM_MAX_OFFERS_PER_CUSTOMER_PER_DAY"] = str(settings.max_offers_per_customer_per_day)
     if settings.exchange_bootstrap_servers:
         env["EXCHANGE_BOOTSTRAP_SERVERS"] = settings.exchange_bootstrap_servers
     return env

@@ -49,6 +49,10 @@ class Campaign(_Strict):
     eligibility: Eligibility = Eligibility()
     start: dt.date | None = None
     end: dt.date | None = None
+    daily_budget: int = Field(default=0, ge=0, description="offers per day across customers; 0: no cap")
+    total_budget: int = Field(default=0, ge=0, description="offers over the campaign's life; 0: no cap")
+    holdout_share: float = Field(default=0.0, ge=0.0, lt=1.0,
+                                 description="share of customers kept as a control group: scored, never contacted")
 
     @model_validator(mode="after")
     def _consistent(self) -> Campaign:
@@ -68,8 +72,32 @@ class Campaign(_Strict):
         return next((template for template in self.channels if template.channel == channel), None)
 
 
+class ContactRules(_Strict):
+    """The contact policy around every campaign (per customer; windows in the customer's time zone)."""
+
+    daily_cap: int = Field(default=1, ge=0, description="offers per customer per day, across campaigns")
+    weekly_cap: int = Field(default=3, ge=0, description="offers per customer per week, across campaigns")
+    channel_daily_cap: int = Field(default=1, ge=0)
+    channel_weekly_cap: int = Field(default=2, ge=0)
+    # No contact from quiet_start_hour until quiet_end_hour, customer's local time (equal: none).
+    quiet_start_hour: int = Field(default=0, ge=0, le=23)
+    quiet_end_hour: int = Field(default=0, ge=0, le=23)
+
+    def quiet(self, local_hour: int) -> bool:
+        """True inside the quiet hours (which may wrap past midnight).
+
+        >>> ContactRules(quiet_start_hour=21, quiet_end_hour=8).quiet(23), ContactRules().quiet(23)
+        (True, False)
+        """
+        start, end = self.quiet_start_hour, self.quiet_end_hour
+        if start == end:
+            return False
+        return start <= local_hour < end if start < end else local_hour >= start or local_hour < end
+
+
 class CampaignFile(_Strict):
     campaigns: tuple[Campaign, ...] = Field(min_length=1)
+    contact_rules: ContactRules = ContactRules()
 
     @model_validator(mode="after")
     def _unique_ids(self) -> CampaignFile:
@@ -80,14 +108,14 @@ class CampaignFile(_Strict):
         return self
 
 
-def load_campaigns(path: Path) -> tuple[Campaign, ...]:
+def load_campaign_file(path: Path) -> CampaignFile:
     """Read and validate a campaigns file; any problem is a ConfigError naming the file and field."""
     try:
         document = yaml.safe_load(path.read_text())
     except (OSError, yaml.YAMLError) as exc:
         raise ConfigError(f"cannot read campaigns file {path}: {exc}") from exc
     try:
-        return CampaignFile.model_validate(document).campaigns
+        return CampaignFile.model_validate(document)
     except pydantic.ValidationError as exc:
         problems = "; ".join(f"{'.'.join(map(str, error['loc']))}: {error['msg']}" for error in exc.errors())
         raise ConfigError(f"invalid campaigns file {path}: {problems}") from exc

@@ -1,18 +1,28 @@
 """Dispatch: for each scored event, the best eligible offer that the contact policy allows,
-or a suppression with the reason. Every decision carries its reason."""
+or a suppression with the reason. Every decision carries its reason.
+
+Control groups: `in_holdout` assigns each customer per campaign to treatment or holdout by a
+hash, at the campaign's `holdout_share`. A holdout customer is scored and counted but never
+contacted for that campaign, so `services/dispatch/uplift.py` can compare response rates.
+"""
 from __future__ import annotations
 
+import datetime as dt
 import hashlib
 import string
+import zoneinfo
 from dataclasses import dataclass, field
+
+import redis.asyncio as aioredis
 
 from services.core import metrics
 from services.core.catalog import offers_topic
 from services.core.kafka import HandlerResult, Inbound, Outbound, now_ms
-from services.core.messages import CustomerScores, Offer, Suppression
+from services.core.messages import CustomerScores, Offer, OfferResponse, Suppression
 from services.dispatch.arbitration import Candidate, local_day, rank
-from services.dispatch.campaigns import Campaign
-from services.dispatch.contact_policy import ContactPolicy
+from services.dispatch.campaigns import Campaign, ContactRules
+from services.dispatch.contact_policy import ContactPolicy, Request
+from services.dispatch.uplift import record_conversions, record_members
 
 SUPPRESSIONS_TOPIC = "suppressions"
 UNKNOWN_SEGMENT = "unknown"
@@ -35,35 +45,90 @@ def render(template: str, candidate_product: str) -> str:
     return string.Formatter().vformat(template, (), _Keep(product=candidate_product.replace("_", " ")))
 
 
+def in_holdout(customer_id: str, campaign: Campaign) -> bool:
+    """Deterministic: the same customer is always in the same group of a campaign.
+
+    >>> from services.dispatch.campaigns import ChannelTemplate
+    >>> campaign = Campaign(campaign_id="c", product="p", value=1, triggers=("app_login",),
+    ...                     channels=(ChannelTemplate(channel="sms", template="t"),), holdout_share=0.25)
+    >>> share = sum(in_holdout(f"C{i}", campaign) for i in range(4000)) / 4000
+    >>> 0.22 < share < 0.28, in_holdout("C1", campaign) == in_holdout("C1", campaign)
+    (True, True)
+    """
+    if campaign.holdout_share <= 0:
+        return False
+    digest = hashlib.sha256(f"holdout|{campaign.campaign_id}|{customer_id}".encode()).digest()
+    return int.from_bytes(digest[:8], "big") / 2**64 < campaign.holdout_share
+
+
+def iso_week(day: dt.date) -> str:
+    year, week, _ = day.isocalendar()
+    return f"{year}-W{week:02d}"
+
+
+def local_hour(received_at_ms: int, timezone: str) -> int:
+    try:
+        zone = zoneinfo.ZoneInfo(timezone)
+    except (zoneinfo.ZoneInfoNotFoundError, ValueError):
+        zone = zoneinfo.ZoneInfo("UTC")
+    return dt.datetime.fromtimestamp(received_at_ms / 1000, zone).hour
+
+
 @dataclass
 class Dispatcher:
     policy: ContactPolicy
     campaigns: tuple[Campaign, ...]
+    rules: ContactRules = field(default_factory=ContactRules)
+    quiet_hours: bool = True
     _reserved: list[tuple[str, str]] = field(default_factory=list)
+    _treated: list[tuple[str, str]] = field(default_factory=list)
+
+    @property
+    def redis(self) -> aioredis.Redis:
+        return self.policy.redis
 
     async def decide(self, batch: list[Inbound[CustomerScores]]) -> list[HandlerResult]:
         decided_at_ms = now_ms()
-        plans: list[tuple[CustomerScores, str, list[Candidate], str | None]] = []
+        plans: list[tuple[CustomerScores, dt.date, list[Candidate], str | None, str | None]] = []
+        held_out: list[tuple[str, str]] = []
         for inbound in batch:
             scores = inbound.message
-            window = local_day(scores.received_at_ms, scores.timezone).isoformat()
-            pre_check = _pre_check(scores)
-            candidates = [] if pre_check else rank(scores, self.campaigns, local_day(scores.received_at_ms, scores.timezone))
-            plans.append((scores, window, candidates, pre_check or (None if candidates else "no_eligible_campaign")))
-        to_decide = [(scores.event_id, scores.customer_id, window,
-                      [(candidate.campaign.campaign_id, candidate.channel) for candidate in candidates])
-                     for scores, window, candidates, reason in plans if reason is None]
-        decisions = iter(await self.policy.decide_many(to_decide))
+            day = local_day(scores.received_at_ms, scores.timezone)
+            reason = _pre_check(scores)
+            if reason is None and self.quiet_hours and self.rules.quiet(local_hour(scores.received_at_ms, scores.timezone)):
+                reason = "quiet_hours"
+            ranked = [] if reason else rank(scores, self.campaigns, day)
+            candidates = [candidate for candidate in ranked if not in_holdout(scores.customer_id, candidate.campaign)]
+            holdouts = [candidate.campaign.campaign_id for candidate in ranked if candidate not in candidates]
+            held_out += [(campaign_id, scores.customer_id) for campaign_id in holdouts]
+            if reason is None and not candidates:
+                reason = "holdout" if holdouts else "no_eligible_campaign"
+            plans.append((scores, day, candidates, reason, holdouts[0] if holdouts and not candidates else None))
+        requests = [Request(scores.event_id, scores.customer_id, day.isoformat(), iso_week(day),
+                            [(c.campaign.campaign_id, c.channel, c.campaign.daily_budget, c.campaign.total_budget)
+                             for c in candidates])
+                    for scores, day, candidates, reason, _ in plans if reason is None]
+        decisions = iter(await self.policy.decide_many(requests))
+        if held_out:
+            await record_members(self.redis, self.policy.key_prefix, "holdout", held_out)
         results: list[HandlerResult] = []
-        for scores, window, candidates, reason in plans:
+        for scores, day, candidates, reason, campaign_id in plans:
             if reason is None:
                 decision = next(decisions)
                 if decision.chosen is not None:
-                    results.append([self._offer(scores, window, candidates[decision.chosen], decided_at_ms)])
+                    results.append([self._offer(scores, day.isoformat(), candidates[decision.chosen], decided_at_ms)])
                     continue
                 reason = decision.reason
-            results.append([] if reason == "duplicate_event" else [_suppression(scores, reason, decided_at_ms)])
+            results.append([] if reason == "duplicate_event" else [_suppression(scores, reason, decided_at_ms, campaign_id)])
         return results
+
+    async def learn_responses(self, batch: list[Inbound[OfferResponse]]) -> list[HandlerResult]:
+        """Channel responses: an opt-out takes effect for the very next decision; conversions feed uplift."""
+        responses = [inbound.message for inbound in batch]
+        await self.policy.opt_out([response.customer_id for response in responses if response.outcome == "opted_out"])
+        await record_conversions(self.redis, self.policy.key_prefix,
+                                 [(r.campaign_id, r.customer_id) for r in responses if r.outcome == "converted"])
+        return [[] for _ in batch]
 
     def _offer(self, scores: CustomerScores, window: str, candidate: Candidate, decided_at_ms: int) -> Outbound:
         campaign_id = candidate.campaign.campaign_id
@@ -77,6 +142,7 @@ class Dispatcher:
             received_at_ms=scores.received_at_ms, decided_at_ms=decided_at_ms,
         )
         self._reserved.append((self.policy.idempotency_key(scores.customer_id, campaign_id, window), scores.event_id))
+        self._treated.append((campaign_id, scores.customer_id))
         metrics.OFFERS.labels(candidate.channel, campaign_id).inc()
         metrics.EVENT_TO_OFFER_SECONDS.labels(candidate.channel).observe(max(0, decided_at_ms - scores.received_at_ms) / 1000)
         return Outbound(offers_topic(candidate.channel), scores.customer_id, offer)
@@ -84,7 +150,9 @@ class Dispatcher:
     async def after_flush(self) -> None:
         """The broker has every offer of the batch: mark their idempotency keys sent."""
         reserved, self._reserved = self._reserved, []
+        treated, self._treated = self._treated, []
         await self.policy.confirm_sent(reserved)
+        await record_members(self.redis, self.policy.key_prefix, "treated", treated)
 
 
 def _pre_check(scores: CustomerScores) -> str | None:
@@ -96,7 +164,7 @@ def _pre_check(scores: CustomerScores) -> str | None:
     return None
 
 
-def _suppression(scores: CustomerScores, reason: str, decided_at_ms: int) -> Outbound:
+def _suppression(scores: CustomerScores, reason: str, decided_at_ms: int, campaign_id: str | None = None) -> Outbound:
     metrics.SUPPRESSIONS.labels(reason).inc()
     details = {
         "unknown_customer": "no profile for this customer yet",
@@ -105,8 +173,14 @@ def _suppression(scores: CustomerScores, reason: str, decided_at_ms: int) -> Out
         "frequency_cap": "customer reached today's contact cap",
         "channel_frequency_cap": "every eligible channel reached today's cap",
         "already_offered": "every eligible campaign was already offered in this window",
+        "weekly_cap": "customer reached this week's contact cap",
+        "quiet_hours": "inside the customer's quiet hours",
+        "opted_out": "customer opted out of marketing",
+        "suppression_list": "customer is on the suppression list",
+        "budget_exhausted": "every eligible campaign's budget is spent",
+        "holdout": "customer is in the campaign's control group: scored, not contacted",
     }
     return Outbound(SUPPRESSIONS_TOPIC, scores.customer_id, Suppression(
-        event_id=scores.event_id, customer_id=scores.customer_id, campaign_id=None, channel=None, reason=reason,
+        event_id=scores.event_id, customer_id=scores.customer_id, campaign_id=campaign_id, channel=None, reason=reason,
         detail=details.get(reason, reason), decided_at_ms=decided_at_ms,
     ))

@@ -9,10 +9,11 @@ import datetime as dt
 import hashlib
 import random
 
-from services.core.messages import Offer, OfferResponse
+from services.core.messages import Offer, OfferResponse, Suppression
 from services.generator.population import SyntheticCustomer
 
 OPT_OUT_RATE = 0.01
+OFFER_LIFT = 1.5  # an offer makes a conversion this much likelier than no offer (the simulated truth)
 
 
 def respond(offer: Offer, customer: SyntheticCustomer, occurred_at_ms: int, today: dt.date) -> list[OfferResponse]:
@@ -26,3 +27,17 @@ def respond(offer: Offer, customer: SyntheticCustomer, occurred_at_ms: int, toda
                       offer.product, offer.channel, kind, occurred_at_ms)  # type: ignore[arg-type]
         for kind in ("delivered", outcome)
     ]
+
+
+def organic(suppression: Suppression, customer: SyntheticCustomer, products: dict[str, str], occurred_at_ms: int,
+            today: dt.date) -> list[OfferResponse]:
+    """A holdout customer converting on their own, as the bank's product feed would report it: at
+    the true propensity without the offer's nudge, which is what uplift measures against."""
+    if suppression.reason != "holdout" or suppression.campaign_id not in products:
+        return []
+    product = products[suppression.campaign_id]
+    rng = random.Random(int(hashlib.sha256(f"organic|{suppression.event_id}".encode()).hexdigest()[:16], 16))
+    if rng.random() >= customer.true_propensity(product, today) / OFFER_LIFT:
+        return []
+    return [OfferResponse(f"organic:{suppression.event_id}", "", suppression.event_id, suppression.customer_id,
+                          suppression.campaign_id, product, "none", "converted", occurred_at_ms)]

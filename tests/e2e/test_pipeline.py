@@ -53,7 +53,7 @@ async def test_events_become_offers_suppressions_and_dead_letters(settings: Sett
 
 
 def test_demo_accounts_for_every_event_and_stops_everything(tmp_path: Path) -> None:
-    summary = run_demo(tmp_path, customers=150, events=300, malformed=6, rate_per_s=300, timeout_s=90)
+    summary = run_demo(tmp_path, customers=150, events=300, malformed=6, rate_per_s=300, timeout_s=90, quiet_hours=False)
     assert summary.complete
     assert summary.scored == 300 and summary.decided == 300
     assert sum(summary.dead_letters_by_reason.values()) == 6

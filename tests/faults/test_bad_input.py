@@ -18,6 +18,7 @@ from services.partner.features import parse_feed
 from tests.faults.malformed import malformed_avro, malformed_cdc, malformed_exchange, malformed_partner_feed
 from tests.samples import customer_row, transaction_row
 
+READERS = {"responses": ("scoring", "dispatch")}  # topics more than one service consumes
 AVRO_INPUTS = {"customer.events": CustomerEvent, "scores": CustomerScores, "responses": OfferResponse,
                "customer.identities": CustomerIdentity, "exchange.to_bank": ExchangeMessage,
                "exchange.to_partner": ExchangeMessage}
@@ -76,17 +77,21 @@ async def test_every_malformed_record_on_every_input_topic_lands_in_its_dlq_and_
     for topic, records in bad.items():
         await produce(settings.kafka_bootstrap_servers, settings.topic(topic),
                       [(f"k{index}".encode(), raw) for index, raw in enumerate(records)])
-    expected = sum(len(records) for records in bad.values())
+    expected = sum(len(records) * len(READERS.get(topic, ("one",))) for topic, records in bad.items())
     dlq_topics = [settings.topic(f"dlq.{topic}") for topic in bad]
     letters = await consume(settings.kafka_bootstrap_servers, dlq_topics, until=lambda got: len(got) >= expected, timeout_s=60)
-    by_topic: dict[str, list[DeadLetter]] = {}
+    by_reader: dict[tuple[str, str], list[DeadLetter]] = {}
     for record in letters:
         letter = codec.decode(record.value, DeadLetter)
-        by_topic.setdefault(letter.topic, []).append(letter)
+        by_reader.setdefault((letter.topic, letter.service), []).append(letter)
     for topic, records in bad.items():
-        kept = sorted(letter.value or b"" for letter in by_topic.get(topic, []))
-        assert kept == sorted(records), f"{topic}: {len(kept)} of {len(records)} malformed records in the DLQ"
-        assert all(letter.reason and letter.error_type for letter in by_topic[topic])
+        # Every service that reads the topic refuses every malformed record, each in the DLQ once.
+        readers = [(t, service) for t, service in by_reader if t == topic]
+        assert len(readers) == len(READERS.get(topic, ("one",))), f"{topic}: dead letters from {readers}"
+        for reader in readers:
+            kept = sorted(letter.value or b"" for letter in by_reader[reader])
+            assert kept == sorted(records), f"{reader}: {len(kept)} of {len(records)} malformed records in the DLQ"
+            assert all(letter.reason and letter.error_type for letter in by_reader[reader])
     assert all(managed.process.poll() is None for managed in services.running.values()), "a service crashed"
 
     await produce(settings.kafka_bootstrap_servers, settings.topic("bank.events.raw"),
