@@ -72,6 +72,15 @@ return {0, last_reason}
 """
 
 
+CONFIRM_LUA = """
+-- KEYS: idempotency keys reserved by this batch; ARGV: their event ids. Keep the expiry.
+for i = 1, #KEYS do
+  redis.call('SET', KEYS[i], 'sent|' .. ARGV[i], 'KEEPTTL', 'XX')
+end
+return #KEYS
+"""
+
+
 @dataclass(frozen=True, slots=True)
 class Decision:
     """Index into the candidates (None: no offer) and why."""
@@ -105,6 +114,7 @@ class ContactPolicy:
         self.key_prefix = key_prefix
         self.caps = caps
         self._decide = redis.register_script(DECIDE_LUA)
+        self._confirm = redis.register_script(CONFIRM_LUA)
 
     def idempotency_key(self, customer_id: str, campaign_id: str, window: str) -> str:
         return f"{self.key_prefix}offer:{{{customer_id}}}:{campaign_id}:{window}"
@@ -140,12 +150,8 @@ class ContactPolicy:
 
     async def confirm_sent(self, sent: Sequence[tuple[str, str]]) -> None:
         """Mark reserved offers as sent once the broker has them: (idempotency key, event id)."""
-        if not sent:
-            return
-        pipeline = self.redis.pipeline(transaction=False)
-        for key, event_id in sent:
-            pipeline.set(key, f"sent|{event_id}", keepttl=True, xx=True)
-        await pipeline.execute()
+        if sent:  # one command for the batch
+            await self._confirm(keys=[key for key, _ in sent], args=[event_id for _, event_id in sent])
 
     async def opt_out(self, customer_ids: Sequence[str]) -> None:
         """Effective for the next decision: no expiry; consent must be given again to lift it."""

@@ -25,6 +25,10 @@ from services.dispatch.contact_policy import ContactPolicy, Request
 from services.dispatch.uplift import record_conversions, record_members
 
 SUPPRESSIONS_TOPIC = "suppressions"
+# The contact policy walks at most this many of the best eligible offers: past the fifth, every
+# cap that stopped the first ones would almost always stop the next ones too, and each candidate
+# costs five keys in the Redis script.
+MAX_CANDIDATES = 5
 UNKNOWN_SEGMENT = "unknown"
 
 
@@ -97,9 +101,12 @@ class Dispatcher:
             reason = _pre_check(scores)
             if reason is None and self.quiet_hours and self.rules.quiet(local_hour(scores.received_at_ms, scores.timezone)):
                 reason = "quiet_hours"
-            ranked = [] if reason else rank(scores, self.campaigns, day)
-            candidates = [candidate for candidate in ranked if not in_holdout(scores.customer_id, candidate.campaign)]
-            holdouts = [candidate.campaign.campaign_id for candidate in ranked if candidate not in candidates]
+            candidates, holdouts = [], []
+            for candidate in [] if reason else rank(scores, self.campaigns, day):
+                if in_holdout(scores.customer_id, candidate.campaign):
+                    holdouts.append(candidate.campaign.campaign_id)
+                elif len(candidates) < MAX_CANDIDATES:
+                    candidates.append(candidate)
             held_out += [(campaign_id, scores.customer_id) for campaign_id in holdouts]
             if reason is None and not candidates:
                 reason = "holdout" if holdouts else "no_eligible_campaign"

@@ -49,10 +49,13 @@ def _key(key_prefix: str, kind: str, campaign_id: str) -> str:
 
 async def record_members(redis: aioredis.Redis, key_prefix: str, kind: str, members: Sequence[tuple[str, str]]) -> None:
     """(campaign, customer) pairs into the `treated` or `holdout` set of each campaign."""
-    if members:
+    by_campaign: dict[str, list[str]] = {}
+    for campaign_id, customer_id in members:
+        by_campaign.setdefault(campaign_id, []).append(customer_id)
+    if by_campaign:  # one SADD per campaign, not per customer
         pipeline = redis.pipeline(transaction=False)
-        for campaign_id, customer_id in members:
-            pipeline.sadd(_key(key_prefix, kind, campaign_id), customer_id)
+        for campaign_id, customers in by_campaign.items():
+            pipeline.sadd(_key(key_prefix, kind, campaign_id), *customers)
         await pipeline.execute()
 
 
