@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import time
+from collections.abc import Callable
 from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -66,8 +67,13 @@ class DemoSummary:
 
 
 def run_demo(work_dir: Path, *, customers: int = 1000, events: int = 3000, malformed: int = 30,
-             rate_per_s: float = 500.0, timeout_s: float = 180.0, quiet_hours: bool = True) -> DemoSummary:
-    """Run the whole pipeline once on the embedded parts and return what happened."""
+             rate_per_s: float = 500.0, timeout_s: float = 180.0, quiet_hours: bool = True,
+             on_ready: Callable[[ServiceRunner], None] | None = None,
+             before_stop: Callable[[ServiceRunner], None] | None = None) -> DemoSummary:
+    """Run the whole pipeline once on the embedded parts and return what happened.
+
+    `on_ready` runs once every service is ready, `before_stop` after the run while they still serve
+    (the dashboard test starts Prometheus in one and queries it in the other)."""
     with embedded_stack(work_dir) as stack:
         settings = load_settings(
             kafka_bootstrap_servers=stack.env.get("KAFKA_BOOTSTRAP_SERVERS") or _from_env("KAFKA_BOOTSTRAP_SERVERS"),
@@ -80,7 +86,12 @@ def run_demo(work_dir: Path, *, customers: int = 1000, events: int = 3000, malfo
         runner = ServiceRunner(settings, work_dir / "logs")
         try:
             runner.start_both_parties()
-            return asyncio.run(_drive(settings, customers, events, malformed, rate_per_s, timeout_s))
+            if on_ready is not None:
+                on_ready(runner)
+            summary = asyncio.run(_drive(settings, customers, events, malformed, rate_per_s, timeout_s))
+            if before_stop is not None:
+                before_stop(runner)
+            return summary
         finally:
             runner.stop_all()
 
@@ -92,8 +103,10 @@ async def _align(settings: Settings, population: list, summary: DemoSummary,  # 
 
     import redis.asyncio as aioredis
 
-    feed = list(partner_records(population))
-    partner_ids = {json.loads(value)["national_id"] for _, value in feed}
+    # The partner's feed has broken records too; they land in dlq.partner.features.raw.
+    feed = list(partner_records(population)) + [(b"broken-1", b'{"partner_record_id": "P-x", "features": '),
+                                                 (b"broken-2", b'{"op": "upsert", "partner_record_id": "P-y"}')]
+    partner_ids = {json.loads(value)["national_id"] for key, value in feed if not key.startswith(b"broken")}
     summary.partner_people = len(partner_ids)
     summary.shared_people = len(partner_ids & {customer.national_id for customer in population})
     started = time.monotonic()

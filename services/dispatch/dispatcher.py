@@ -22,7 +22,7 @@ from services.core.messages import CustomerScores, Offer, OfferResponse, Suppres
 from services.dispatch.arbitration import Candidate, local_day, rank
 from services.dispatch.campaigns import Campaign, ContactRules
 from services.dispatch.contact_policy import ContactPolicy, Request
-from services.dispatch.uplift import record_conversions, record_members
+from services.dispatch.uplift import record_conversions, record_members, uplift
 
 SUPPRESSIONS_TOPIC = "suppressions"
 # The contact policy walks at most this many of the best eligible offers: past the fifth, every
@@ -133,8 +133,10 @@ class Dispatcher:
         """Channel responses: an opt-out takes effect for the very next decision; conversions feed uplift."""
         responses = [inbound.message for inbound in batch]
         await self.policy.opt_out([response.customer_id for response in responses if response.outcome == "opted_out"])
-        await record_conversions(self.redis, self.policy.key_prefix,
-                                 [(r.campaign_id, r.customer_id) for r in responses if r.outcome == "converted"])
+        conversions = [(r.campaign_id, r.customer_id) for r in responses if r.outcome == "converted"]
+        await record_conversions(self.redis, self.policy.key_prefix, conversions)
+        for campaign_id in {campaign_id for campaign_id, _ in conversions}:
+            await uplift(self.redis, self.policy.key_prefix, campaign_id)  # refreshes the uplift gauge
         return [[] for _ in batch]
 
     def _offer(self, scores: CustomerScores, window: str, candidate: Candidate, decided_at_ms: int) -> Outbound:

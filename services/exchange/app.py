@@ -10,8 +10,11 @@ scoring service. Bank Redis keys:
 """
 from __future__ import annotations
 
+import time
+
 import redis.asyncio as aioredis
 
+from services.core import metrics
 from services.core.kafka import HandlerResult, Inbound, Outbound, Stage, avro_decoder
 from services.core.messages import CustomerIdentity, ExchangeMessage
 from services.core.service import ServiceContext, bootstrap, main
@@ -85,7 +88,9 @@ class BankExchange:
                 await self._store_partial_scores(PartialScores.from_bytes(message.payload))
                 results.append([])
             else:
+                started = time.perf_counter()
                 replies, joined = await self.link.handle(message)
+                metrics.PARTNER_EXCHANGE_SECONDS.labels(message.kind).observe(time.perf_counter() - started)
                 results.append(replies + await self._link_and_request(joined))
         return attach(results, await self._session_messages())
 

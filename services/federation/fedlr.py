@@ -402,6 +402,13 @@ class PartnerParty:
         return MaskedGradient(plan.epoch, plan.batch_index, self.feature_bits, settings.encrypted, width,
                               tuple(values)).to_bytes()
 
+    @property
+    def last_batch_shape(self) -> tuple[int, int]:
+        """(rows, features) of the gradient awaiting step 4: rows x features ciphertext-scalar products."""
+        if self._pending is None:
+            return 0, 0
+        return self._pending.rows, len(self._pending.masks)
+
     # --- after step 4 -----------------------------------------------------------------------------------------
     def update_step(self, unmasked_bytes: bytes) -> np.ndarray:
         """Remove the masks, decode the gradient, update w_p; returns the gradient used."""

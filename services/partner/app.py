@@ -10,9 +10,11 @@ party learns).
 from __future__ import annotations
 
 import asyncio
+import time
 
 import numpy as np
 
+from services.core import metrics
 from services.core.errors import ValidationError
 from services.core.kafka import HandlerResult, Inbound, Outbound, Stage, avro_decoder
 from services.core.messages import ExchangeMessage
@@ -107,7 +109,9 @@ class PartnerService:
             elif message.kind.startswith("fedlr_"):
                 results.append(await self._training_step(message))
             else:
+                started = time.perf_counter()
                 replies, joined = await self.link.handle(message)
+                metrics.PARTNER_EXCHANGE_SECONDS.labels(message.kind).observe(time.perf_counter() - started)
                 links = await self.store.link_join_ids(joined)
                 results.append(replies + await self.partial_score_messages(list(links)))
         return results
@@ -132,7 +136,12 @@ class PartnerService:
             return [envelope(FEDLR_SCORES, "partner", run_id, scores, message.message_id)]
         if message.kind == FEDLR_RESIDUALS:
             # The kernel runs on the party's process pool; the event loop (heartbeats, /readyz) stays free.
+            started = time.perf_counter()
             masked = await asyncio.to_thread(party.gradient_step, message.payload)
+            metrics.PARTNER_EXCHANGE_SECONDS.labels("fedlr_gradient").observe(time.perf_counter() - started)
+            rows, features = party.last_batch_shape
+            metrics.PAILLIER_OPERATIONS.labels(SERVICE, "ciphertext_scalar_products").inc(rows * features)
+            metrics.PAILLIER_OPERATIONS.labels(SERVICE, "encrypt").inc(features)
             return [envelope(FEDLR_MASKED, "partner", run_id, masked, message.message_id)]
         if message.kind == FEDLR_UNMASKED:
             await asyncio.to_thread(party.update_step, message.payload)

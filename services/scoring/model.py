@@ -7,6 +7,8 @@ events costs one matrix product instead of a Python call per event and product.
 """
 from __future__ import annotations
 
+from collections import deque
+
 import math
 import pickle
 from dataclasses import dataclass, field
@@ -41,6 +43,9 @@ class Snapshot:
     intercept: float
 
 
+KS_WINDOW = 1000
+
+
 @dataclass
 class ProductModel:
     """River pipeline plus its snapshot, prequential quality and drift detector, for one product."""
@@ -54,6 +59,8 @@ class ProductModel:
     drift_detector: drift.ADWIN = field(default_factory=drift.ADWIN)
     rows_learned: int = 0
     drifts_detected: int = 0
+    # The last KS_WINDOW prequential (probability, label) pairs, for the online KS statistic.
+    recent: deque[tuple[float, bool]] = field(default_factory=lambda: deque(maxlen=KS_WINDOW))
 
     def __post_init__(self) -> None:
         self.pipeline = _pipeline(self.learning_rate, self.l2)
@@ -88,12 +95,32 @@ class ProductModel:
         row = dict(zip(FEATURE_NAMES, features.tolist(), strict=True))
         probability = self.pipeline.predict_proba_one(row).get(True, 0.0)
         self.auc.update(converted, probability)
+        self.recent.append((probability, converted))
         self.drift_detector.update(float((probability >= 0.5) != converted))
         if self.drift_detector.drift_detected:
             self.drifts_detected += 1
         self.pipeline.learn_one(row, converted)
         self.rows_learned += 1
         self.refresh_snapshot()
+
+    def ks(self) -> float:
+        """Kolmogorov-Smirnov statistic over the recent window: the largest gap between the score
+        distributions of converters and non-converters (0 with one class only).
+
+        >>> model = ProductModel("p")
+        >>> model.recent.extend([(0.9, True), (0.8, True), (0.2, False), (0.1, False)])
+        >>> model.ks()
+        1.0
+        """
+        pairs = list(getattr(self, "recent", ()))  # checkpoints older than the window have none
+        positives = np.sort([p for p, label in pairs if label])
+        negatives = np.sort([p for p, label in pairs if not label])
+        if not len(positives) or not len(negatives):
+            return 0.0
+        grid = np.concatenate([positives, negatives])
+        gaps = np.searchsorted(negatives, grid, side="right") / len(negatives) \
+            - np.searchsorted(positives, grid, side="right") / len(positives)
+        return float(np.max(np.abs(gaps)))
 
     def to_bytes(self) -> bytes:
         return pickle.dumps(self)

@@ -253,6 +253,7 @@ class Scorer:
         live.fingerprint.update(features.tolist(), converted, response.occurred_at_ms)
         live.learned_since_checkpoint += 1
         metrics.MODEL_AUC.labels(response.product).set(live.model.auc.get())
+        metrics.MODEL_KS.labels(response.product).set(live.model.ks())
 
     async def _checkpoint_due(self) -> None:
         for product, live in self.live.items():
