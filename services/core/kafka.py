@@ -53,6 +53,8 @@ TRANSIENT_ERRORS: tuple[type[BaseException], ...] = (
 # A batch that failed for a transient reason is replayed after this backoff, doubling up to the cap.
 RETRY_BACKOFF_FIRST_S = 0.1
 RETRY_BACKOFF_MAX_S = 2.0
+BROKER_PROBE_INTERVAL_S = 2.0
+BROKER_PROBE_TIMEOUT_S = 2.0
 
 
 def cluster_of(settings: Settings, logical_topic: str) -> str:
@@ -352,6 +354,9 @@ class StageRunner(mode.Service):
         self.degraded = False
         # One batch at a time across clusters: the publisher's flush and replay cover one batch.
         self._one_batch = asyncio.Lock()
+        # Whether every cluster answered the last metadata probe (an idle consumer keeps its
+        # assignment when the broker dies, so readiness asks the broker itself).
+        self.brokers_reachable = True
 
     def add(self, stage: Stage[Any]) -> None:
         self.stages[self.settings.topic(stage.topic)] = stage
@@ -382,6 +387,20 @@ class StageRunner(mode.Service):
     async def on_started(self) -> None:
         for consumer in self.consumers:
             self.add_future(self._consume(consumer))
+        self.add_future(self._probe_brokers())
+
+    async def _probe_brokers(self) -> None:
+        while not self.should_stop:
+            reachable = True
+            for consumer in self.consumers:
+                try:
+                    await asyncio.wait_for(consumer.topics(), BROKER_PROBE_TIMEOUT_S)
+                except (KafkaError, asyncio.TimeoutError, OSError):
+                    reachable = False
+            if reachable != self.brokers_reachable:
+                log.warning("broker reachability changed", extra=facts(service=self.service, reachable=reachable))
+            self.brokers_reachable = reachable
+            await asyncio.sleep(BROKER_PROBE_INTERVAL_S)
 
     async def on_stop(self) -> None:
         for consumer in self.consumers:

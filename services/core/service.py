@@ -83,9 +83,11 @@ def _add_web_pages(context: ServiceContext) -> None:
 
     @app.page("/readyz")
     async def ready_page(web: Any, request: Any) -> Any:
-        assigned, degraded = context.runner.assigned, context.runner.degraded
-        status = 200 if context.ready and assigned and not degraded else 503
-        return web.json({"ready": status == 200, "partitions_assigned": assigned, "degraded": degraded}, status=status)
+        runner = context.runner
+        assigned, degraded, brokers = runner.assigned, runner.degraded, runner.brokers_reachable
+        status = 200 if context.ready and assigned and not degraded and brokers else 503
+        return web.json({"ready": status == 200, "partitions_assigned": assigned, "degraded": degraded,
+                         "brokers_reachable": brokers}, status=status)
 
     @app.task
     async def start_stages() -> None:
