@@ -96,13 +96,15 @@ class DjnObfuscators:
         """A fresh obfuscator: one multiplication mod n^2 per nonzero window of alpha."""
         alpha = self._random_bits(self.exponent_bits)
         nsquare, mask, window_bits = self.public_key.nsquare_mpz, (1 << self.window_bits) - 1, self.window_bits
-        result = mpz(1)
-        for row in self._rows:
-            digit = alpha & mask
-            if digit:
-                result = result * row[digit] % nsquare
-            alpha >>= window_bits
-        return result
+        result: mpz | None = None
+        # Let other threads (a pool's filler, or the encrypting thread) run while GMP multiplies.
+        with gmpy2.context(gmpy2.get_context(), allow_release_gil=True):
+            for row in self._rows:
+                digit = alpha & mask
+                if digit:
+                    result = row[digit] if result is None else result * row[digit] % nsquare
+                alpha >>= window_bits
+        return mpz(1) if result is None else result
 
 
 class ObfuscatorPool:
@@ -133,8 +135,6 @@ class ObfuscatorPool:
             self._wanted.set()
 
     def _fill(self) -> None:
-        # This thread's gmpy2 context only: let other threads run while GMP multiplies.
-        gmpy2.set_context(gmpy2.context(allow_release_gil=True))
         while not self._stopped.is_set():
             self._wanted.clear()
             missing = self.target_size - len(self._ready)

@@ -67,7 +67,7 @@ def test_addition_matches_phe(first: float, second: float, exponent: int) -> Non
     ours = add_raw(PUBLIC, a, b)
     theirs = to_phe_encrypted(PUBLIC, a, exponent) + to_phe_encrypted(PUBLIC, b, exponent)
     assert ours == theirs.ciphertext(be_secure=False)
-    assert PRIVATE.decrypt_fixed(ours, exponent) == PHE_PRIVATE.decrypt(theirs)
+    assert PRIVATE.decrypt_fixed(ours, exponent) == float(PHE_PRIVATE.decrypt(theirs))  # phe: int at exponent >= 0
     with_plain = add_plain_raw(PUBLIC, a, encode_fixed(second, exponent, PUBLIC))
     assert PRIVATE.decrypt_raw(with_plain) == PRIVATE.decrypt_raw(ours)
 
@@ -84,7 +84,7 @@ def test_short_exponent_scalar_multiplication_is_phes_ciphertext(
     theirs = to_phe_encrypted(PUBLIC, ciphertext, exponent) * encoded_scalar
     assert theirs.exponent == exponent + scalar_exponent
     assert ours == theirs.ciphertext(be_secure=False)
-    assert PRIVATE.decrypt_fixed(ours, exponent + scalar_exponent) == PHE_PRIVATE.decrypt(theirs)
+    assert PRIVATE.decrypt_fixed(ours, exponent + scalar_exponent) == float(PHE_PRIVATE.decrypt(theirs))
 
 
 @FAST
