@@ -143,16 +143,15 @@ class ObfuscatorPool:
                 continue
             self._ready.extend(self.maker.make() for _ in range(min(missing, REFILL_BATCH)))
 
-    def take(self) -> mpz:
-        """A ready obfuscator, or one made now in this thread if the pool is empty."""
-        try:
-            obfuscator = self._ready.popleft()
-        except IndexError:
-            obfuscator = self.maker.make()
-        self._wanted.set()
-        return obfuscator
+    def take(self) -> int:
+        """A ready obfuscator r^n mod n^2, or one made now in this thread if the pool is empty."""
+        return int(self.take_many_mpz(1)[0])
 
-    def take_many(self, count: int) -> list[mpz]:
+    def take_many(self, count: int) -> list[int]:
+        return [int(obfuscator) for obfuscator in self.take_many_mpz(count)]
+
+    def take_many_mpz(self, count: int) -> list[mpz]:
+        """As `take_many`, as gmpy2 numbers (no conversion for callers that compute with gmpy2)."""
         taken: list[mpz] = []
         try:
             while len(taken) < count:
@@ -209,7 +208,7 @@ class FastEncryptor:
         if not 0 <= plaintext < key.n:
             raise PlaintextOverflowError("a raw plaintext lies in [0, n); encode negatives with encode_fixed")
         # g = n + 1, so g^m = 1 + n*m mod n^2: no exponentiation for the message part.
-        return int((key.n_mpz * plaintext + 1) * self.pool.take() % key.nsquare_mpz)
+        return int((key.n_mpz * plaintext + 1) * self.pool.take_many_mpz(1)[0] % key.nsquare_mpz)
 
     def encrypt_many_raw(self, plaintexts: Sequence[int]) -> list[int]:
         key = self.public_key
@@ -217,7 +216,7 @@ class FastEncryptor:
             raise PlaintextOverflowError("a raw plaintext lies in [0, n); encode negatives with encode_fixed")
         n, nsquare = key.n_mpz, key.nsquare_mpz
         return [int((n * plaintext + 1) * obfuscator % nsquare)
-                for plaintext, obfuscator in zip(plaintexts, self.pool.take_many(len(plaintexts)), strict=True)]
+                for plaintext, obfuscator in zip(plaintexts, self.pool.take_many_mpz(len(plaintexts)), strict=True)]
 
     def encrypt_fixed(self, values: Sequence[float], exponent: int) -> list[int]:
         """Each value encoded as phe does at `exponent`, then encrypted."""
