@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import asyncio
 import os
+import shutil
+import tempfile
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
@@ -62,7 +64,7 @@ def services(settings: Settings, topics: list[str], tmp_path: Path) -> Iterator[
 
 
 @pytest.fixture(scope="session")
-def postgres_url(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+def postgres_url() -> Iterator[str]:
     """A real PostgreSQL 16 (the pgserver wheel), or the one DATABASE_URL_POSTGRES names."""
     configured = os.environ.get("DATABASE_URL_POSTGRES")
     if configured:
@@ -70,9 +72,13 @@ def postgres_url(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
         return
     import pgserver
 
-    server = pgserver.get_server(tmp_path_factory.mktemp("pg"), cleanup_mode="stop")
+    # Not under pytest's numbered temp dirs: another pytest run on the machine prunes old ones,
+    # which would delete the data directory under a running server.
+    data_dir = Path(tempfile.mkdtemp(prefix="cipherstream-pg-"))
+    server = pgserver.get_server(data_dir, cleanup_mode="stop")
     yield server.get_uri().replace("postgresql://", "postgresql+psycopg2://", 1)
     server.cleanup()
+    shutil.rmtree(data_dir, ignore_errors=True)
 
 
 @pytest.fixture(params=["sqlite", "postgresql"])
