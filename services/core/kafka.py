@@ -465,3 +465,11 @@ def avro_decoder(codec: AvroCodec, message_type: type[M]) -> Decoder[M]:
         return codec.decode(value, message_type)
 
     return decode
+
+
+def tombstone_decoder(codec: AvroCodec, message_type: type[M]) -> Decoder[M | None]:
+    """For compacted topics where a null value is a tombstone (the key is erased)."""
+    def decode(value: bytes | None) -> M | None:
+        return None if value is None else codec.decode(value, message_type)
+
+    return decode

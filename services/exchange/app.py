@@ -15,7 +15,7 @@ import time
 import redis.asyncio as aioredis
 
 from services.core import metrics
-from services.core.kafka import HandlerResult, Inbound, Outbound, Stage, avro_decoder
+from services.core.kafka import HandlerResult, Inbound, Outbound, Stage, avro_decoder, tombstone_decoder
 from services.core.messages import CustomerIdentity, ExchangeMessage
 from services.core.service import ServiceContext, bootstrap, main
 from services.exchange.alignment import AlignmentLink
@@ -119,18 +119,12 @@ class BankExchange:
         await pipeline.execute()
 
 
-def identity_decoder(context: ServiceContext):  # type: ignore[no-untyped-def]
-    """Identities may be tombstones (a null value: the customer is erased)."""
-    def decode(value: bytes | None) -> CustomerIdentity | None:
-        return None if value is None else context.codec.decode(value, CustomerIdentity)
-    return decode
-
-
 def build() -> ServiceContext:
     context = bootstrap(SERVICE, needs_redis=True)
     assert context.redis is not None
     bank = BankExchange(context.redis, context.settings.redis_key_prefix)
-    context.add_stage(Stage(SERVICE, CUSTOMER_IDENTITIES, identity_decoder(context), bank.identities, context.publisher,
+    context.add_stage(Stage(SERVICE, CUSTOMER_IDENTITIES, tombstone_decoder(context.codec, CustomerIdentity),
+                            bank.identities, context.publisher,
                             context.dead_letters))
     context.add_stage(Stage(SERVICE, EXCHANGE_TO_BANK, avro_decoder(context.codec, ExchangeMessage), bank.exchange,
                             context.publisher, context.dead_letters))

@@ -1,8 +1,7 @@
 """scoring: customer events in, one propensity per product out; responses teach the models."""
 from __future__ import annotations
 
-from services.core.avro import AvroCodec
-from services.core.kafka import Stage, avro_decoder
+from services.core.kafka import Stage, avro_decoder, tombstone_decoder
 from services.core.messages import CustomerEvent, CustomerProfile, OfferResponse
 from services.core.service import ServiceContext, bootstrap, main
 from services.models.registry import ModelRegistry
@@ -12,13 +11,6 @@ from services.scoring.topics import CUSTOMER_EVENTS, CUSTOMER_PROFILES, RESPONSE
 SERVICE = "scoring"
 
 
-def profile_decoder(codec: AvroCodec):  # type: ignore[no-untyped-def]
-    """Profiles may be tombstones (a null value erases the customer)."""
-    def decode(value: bytes | None) -> CustomerProfile | None:
-        return None if value is None else codec.decode(value, CustomerProfile)
-    return decode
-
-
 def build() -> ServiceContext:
     context = bootstrap(SERVICE, needs_redis=True, needs_database=True)
     assert context.redis is not None
@@ -26,7 +18,7 @@ def build() -> ServiceContext:
     scorer = Scorer.start(context.redis, context.settings.redis_key_prefix, registry,
                           model_refresh_s=context.settings.model_refresh_s)
     for topic, decoder, handler in (
-        (CUSTOMER_PROFILES, profile_decoder(context.codec), scorer.store_profiles),
+        (CUSTOMER_PROFILES, tombstone_decoder(context.codec, CustomerProfile), scorer.store_profiles),
         (CUSTOMER_EVENTS, avro_decoder(context.codec, CustomerEvent), scorer.score),
         (RESPONSES, avro_decoder(context.codec, OfferResponse), scorer.learn),
     ):
