@@ -1,13 +1,16 @@
 # The one image every Cipherstream service runs from: `python -m services.<name>.app worker`.
 # Non-root, no compilers in the final stage, writes only to /tmp (mount an emptyDir there in k8s).
+# Base pinned to a patch release; the release pipeline pins it by digest. tests/deploy/test_dockerfile.py
+# parses this file (non-root USER, pinned bases, no ADD, the chart's uid and port).
 FROM python:3.11.7-slim-bookworm AS build
 RUN python -m venv /opt/venv
 ENV PATH=/opt/venv/bin:$PATH PIP_NO_CACHE_DIR=1 PIP_DISABLE_PIP_VERSION_CHECK=1
 WORKDIR /src
 COPY pyproject.toml README.md ./
 COPY services ./services
-COPY schemas ./schemas
-RUN pip install --no-compile '.[postgres]'
+# The project and its runtime dependencies only (no dev extras); bytecode compiled here, because the
+# read-only root filesystem lets no process write it at run time.
+RUN pip install '.[postgres]'
 
 FROM python:3.11.7-slim-bookworm
 RUN groupadd --system --gid 10001 cipherstream \
