@@ -202,3 +202,18 @@ def test_a_new_service_is_one_values_line() -> None:
 def test_bad_values_are_refused_with_the_key_named(extra: dict[str, Any], message: str) -> None:
     with pytest.raises(HelmError, match=re.escape(message)):
         render("bank", extra)
+
+
+def test_autoscalers_scale_on_consumer_lag_when_a_target_is_set() -> None:
+    from services.core.metrics import CONSUMER_LAG
+
+    documents = render("bank", {"hpa": {"lagTarget": "5000"}})
+    autoscalers = _of_kind(documents, "HorizontalPodAutoscaler")
+    assert set(autoscalers) == {"ingest", "scoring", "dispatch"}
+    for service, autoscaler in autoscalers.items():
+        [cpu, lag] = autoscaler["spec"]["metrics"]
+        assert cpu["resource"]["name"] == "cpu"
+        # The metric the services export (prometheus-adapter serves it as an external metric), per service.
+        assert lag["external"]["metric"] == {"name": CONSUMER_LAG._name, "selector": {"matchLabels": {"service": service}}}
+        assert lag["external"]["target"] == {"type": "AverageValue", "averageValue": "5000"}
+        kubernetes_validate.validate(autoscaler, "1.30", strict=True)

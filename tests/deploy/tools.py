@@ -3,7 +3,7 @@
 move the project's. Made on first use from tools-requirements.txt; later runs reuse it unless that
 file changed (a stamp holds the installed copy).
 
-Run `python -m tests.deploy.tools` (or `make deploy-tools`) to make it ahead of the tests.
+Run `python -m tests.deploy.tools` to make it ahead of the tests.
 """
 from __future__ import annotations
 
