@@ -7,6 +7,7 @@ Run `python -m tests.deploy.tools` to make it ahead of the tests.
 """
 from __future__ import annotations
 
+import fcntl
 import subprocess
 import sys
 import venv
@@ -16,6 +17,7 @@ REPO = Path(__file__).resolve().parents[2]
 TOOLS = REPO / ".venv-tools"
 REQUIREMENTS = Path(__file__).with_name("tools-requirements.txt")
 STAMP = TOOLS / ".installed-requirements.txt"
+LOCK = TOOLS / ".install.lock"
 
 
 def tools_bin(name: str) -> Path:
@@ -28,12 +30,18 @@ def ensure_tools() -> None:
     wanted = REQUIREMENTS.read_text()
     if STAMP.exists() and STAMP.read_text() == wanted:
         return
-    if not (TOOLS / "bin" / "python").exists():
-        venv.create(TOOLS, with_pip=True)
-    subprocess.run([str(TOOLS / "bin" / "python"), "-m", "pip", "install", "--quiet", "--disable-pip-version-check",
-                    "-r", str(REQUIREMENTS)], check=True)
-    # Written last: an interrupted install leaves no stamp and is redone next time.
-    STAMP.write_text(wanted)
+    # Two test runs starting on a clean machine at once: one installs, the other waits for it.
+    TOOLS.mkdir(exist_ok=True)
+    with LOCK.open("w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        if STAMP.exists() and STAMP.read_text() == wanted:
+            return
+        if not (TOOLS / "bin" / "python").exists():
+            venv.create(TOOLS, with_pip=True)
+        subprocess.run([str(TOOLS / "bin" / "python"), "-m", "pip", "install", "--quiet", "--disable-pip-version-check",
+                        "-r", str(REQUIREMENTS)], check=True)
+        # Written last: an interrupted install leaves no stamp and is redone next time.
+        STAMP.write_text(wanted)
 
 
 if __name__ == "__main__":
