@@ -1,11 +1,13 @@
 """The broker goes away mid-stream and comes back on the same address: every service notices
 (readiness 503, no crash), reconnects by itself, and events flow end to end again.
 
-The embedded Tansu keeps topics in memory only (the wheel's build has no durable engine: its
-`postgres://` storage answers FeatureNotEnabled), so what was in the broker when it stopped is gone
-with it: this test proves the services ride out the outage; durability across a broker restart is
-the production cluster's (replication factor 3, min.insync.replicas 2, acks=all, as configured).
-The recovery time is printed (run with -s)."""
+The embedded Tansu (0.6.0) has no durable engine that works: `postgres://`, `sqlite://` and
+`turso://` answer FeatureNotEnabled, `file://` is an unsupported URL, and `s3://` (tried against a
+local S3 server) reports a partition's high watermark as the last batch's base offset + 1, so
+consumers cannot read the rest of any multi-record batch. So what was in the broker when it stopped
+is gone with it: this test proves the services ride out the outage; durability across a broker
+restart is the production cluster's (replication factor 3, min.insync.replicas 2, acks=all, as
+configured). The recovery time is printed (run with -s)."""
 from __future__ import annotations
 
 import asyncio
