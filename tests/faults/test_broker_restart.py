@@ -35,15 +35,18 @@ def _ready(port: int) -> bool:
 
 
 async def _offer_for(settings: Settings, customer: str, txn: str) -> float:
-    """Send a customer and a salary credit; seconds until its offer is on an offers topic."""
+    """Send a customer and a salary credit; seconds until its decision (offer or suppression) is out.
+    Either proves the event crossed all three services; which one depends on whether scoring had
+    stored the profile first, which the topics do not order."""
     raw = settings.topic("bank.events.raw")
     started = time.monotonic()
     await produce(settings.kafka_bootstrap_servers, raw, [(customer.encode(), customer_row(customer, "affluent", "push"))])
     await asyncio.sleep(1.0)
     await produce(settings.kafka_bootstrap_servers, raw, [(customer.encode(), transaction_row(txn, customer, "salary", "30000.00"))])
-    offers = await consume(settings.kafka_bootstrap_servers, [settings.topic(offers_topic(c)) for c in CHANNELS],
-                           until=lambda got: any(r.key == customer.encode() for r in got), timeout_s=60)
-    assert any(record.key == customer.encode() for record in offers), f"no offer for {customer}"
+    decisions = await consume(settings.kafka_bootstrap_servers,
+                              [settings.topic(offers_topic(c)) for c in CHANNELS] + [settings.topic("suppressions")],
+                              until=lambda got: any(r.key == customer.encode() for r in got), timeout_s=120)
+    assert any(record.key == customer.encode() for record in decisions), f"no decision for {customer}"
     return time.monotonic() - started
 
 
