@@ -32,7 +32,7 @@ from services.generator.population import CHANNEL_PREFERENCE, SEGMENTS
 from services.scoring.features import PRODUCTS
 
 CAMPAIGNS = 50
-BATCH = 64
+BATCH = 32
 PREFIX = "bd:"
 NOW_MS = int(time.time() * 1000)
 

@@ -22,6 +22,8 @@ schemas_app = typer.Typer(help="Schema versions.")
 app.add_typer(schemas_app, name="schemas")
 suppress_app = typer.Typer(help="The suppression list: customers never to contact (for one campaign or all).")
 app.add_typer(suppress_app, name="suppress")
+campaigns_app = typer.Typer(help="Campaigns: the file's and the console's, as dispatch runs them.")
+app.add_typer(campaigns_app, name="campaigns")
 console = Console()
 SERVICES = (*BANK_SERVICES, *PARTNER_SERVICES)
 
@@ -158,10 +160,10 @@ def backup(to: Path = typer.Option(..., "--to", help="folder to write the backup
 def restore(from_: Path = typer.Option(..., "--from", help="folder of a backup")) -> None:
     """Restore a backup: Redis keys (with their TTLs) and SQL rows; refuses a damaged backup."""
     from services.core.backup import restore as restore_backup
-    from services.models.registry import Base
+    from services.core.sql import full_metadata
 
     summary, seconds = asyncio.run(_with_redis(lambda redis, settings: restore_backup(
-        redis, settings.database_url.get_secret_value(), from_, Base.metadata)))
+        redis, settings.database_url.get_secret_value(), from_, full_metadata())))
     console.print(f"restored {summary.redis_keys} Redis keys and {summary.sql_rows} SQL rows in {seconds:.2f} s")
 
 
@@ -256,16 +258,15 @@ def uplift_report() -> None:
     """Per campaign: treated and holdout sizes, response rates, uplift with its 95% interval."""
     import redis.asyncio as aioredis
 
-    from services.dispatch.campaigns import load_campaign_file
     from services.dispatch.uplift import uplift
 
     settings = load_settings()
+    live = _live_campaigns()
 
     async def reports() -> list:  # type: ignore[type-arg]
         redis = aioredis.from_url(settings.redis_url.get_secret_value())
         try:
-            return [await uplift(redis, settings.redis_key_prefix, campaign.campaign_id)
-                    for campaign in load_campaign_file(settings.campaigns_file).campaigns]
+            return [await uplift(redis, settings.redis_key_prefix, campaign.campaign_id) for campaign in live.campaigns]
         finally:
             await redis.aclose()
 
@@ -277,6 +278,41 @@ def uplift_report() -> None:
         table.add_row(report.campaign_id, str(report.treated), str(report.treated_converted), str(report.holdout),
                       str(report.holdout_converted), f"{report.uplift:+.4f}" if measured else "n/a",
                       f"[{report.ci_low:+.4f}, {report.ci_high:+.4f}]" if measured else "no data yet")
+    console.print(table)
+
+
+def _live_campaigns():  # type: ignore[no-untyped-def]
+    from services.dispatch.campaign_catalog import CampaignCatalog
+    from services.dispatch.campaign_store import CampaignStore
+
+    settings = load_settings()
+    return CampaignCatalog(settings.campaigns_file, CampaignStore(settings.database_url.get_secret_value())).live
+
+
+@campaigns_app.command("check")
+def campaigns_check(path: Path = typer.Argument(..., help="a campaigns YAML file")) -> None:
+    """Validate a campaigns file as dispatch would load it; exit 2 naming every bad field."""
+    from services.dispatch.campaigns import load_campaign_file
+
+    try:
+        loaded = load_campaign_file(path)
+    except CipherstreamError as error:
+        console.print(f"[red]{error}[/red]", soft_wrap=True)
+        raise typer.Exit(2) from error
+    console.print(f"{path}: {len(loaded.campaigns)} campaigns, valid")
+
+
+@campaigns_app.command("list")
+def campaigns_list() -> None:
+    """The live campaigns (CIPHERSTREAM_CAMPAIGNS_FILE plus the console's, in DATABASE_URL)."""
+    live = _live_campaigns()
+    table = Table(title=f"Live campaigns (console revision {live.version[1]})")
+    for column in ("campaign", "source", "product", "value", "priority", "triggers", "channels", "holdout"):
+        table.add_column(column)
+    for campaign in live.campaigns:
+        table.add_row(campaign.campaign_id, "file" if campaign.campaign_id in live.file_ids else "console",
+                      campaign.product, f"{campaign.value:g}", f"{campaign.priority:g}", ", ".join(campaign.triggers),
+                      ", ".join(c.channel for c in campaign.channels), f"{campaign.holdout_share:.0%}")
     console.print(table)
 
 

@@ -22,7 +22,7 @@ from pathlib import Path
 from typing import Any
 
 import redis.asyncio as aioredis
-from sqlalchemy import MetaData, create_engine, insert, select, text
+from sqlalchemy import Integer, MetaData, create_engine, insert, select, text
 
 from services.core.errors import CipherstreamError
 
@@ -135,7 +135,8 @@ def _advance_sequences(connection: Any, metadata: MetaData) -> None:
     """Rows came back with their ids; move each serial sequence past them, or the next insert collides."""
     for table in metadata.sorted_tables:
         for column in table.primary_key.columns:
-            if column.autoincrement is True or (column.autoincrement == "auto" and len(table.primary_key.columns) == 1):
+            serial = column.autoincrement is True or (column.autoincrement == "auto" and len(table.primary_key.columns) == 1)
+            if serial and isinstance(column.type, Integer):  # a text key (campaign id) has no sequence
                 connection.execute(text(
                     f"SELECT setval(pg_get_serial_sequence('{table.name}', '{column.name}'), "
                     f"COALESCE((SELECT MAX({column.name}) FROM {table.name}), 0) + 1, false)"))

@@ -77,6 +77,10 @@ class Settings(BaseSettings):
     # How often scoring looks for newly trained federated versions in the registry.
     model_refresh_s: float = Field(default=30.0, gt=0)
     campaigns_file: Path = REPO_ROOT / "services" / "dispatch" / "campaigns.yaml"
+    # How often dispatch looks for changed campaigns (the file, or the console's in SQL).
+    campaign_refresh_s: float = Field(default=5.0, gt=0)
+    # Bearer token of the console API on dispatch's web server; unset: the API is off.
+    console_token: SecretStr | None = None
 
     @property
     def exchange_servers(self) -> str:

@@ -40,10 +40,13 @@ def settings_env(settings: Settings) -> dict[str, str]:
         "CIPHERSTREAM_CAMPAIGNS_FILE": str(settings.campaigns_file),
         "CIPHERSTREAM_QUIET_HOURS": str(settings.quiet_hours).lower(),
         "CIPHERSTREAM_MODEL_REFRESH_S": str(settings.model_refresh_s),
+        "CIPHERSTREAM_CAMPAIGN_REFRESH_S": str(settings.campaign_refresh_s),
         "CIPHERSTREAM_FETCH_MAX_WAIT_MS": str(settings.fetch_max_wait_ms),
     })
     if settings.max_offers_per_customer_per_day is not None:
         env["CIPHERSTREAM_MAX_OFFERS_PER_CUSTOMER_PER_DAY"] = str(settings.max_offers_per_customer_per_day)
+    if settings.console_token is not None:
+        env["CIPHERSTREAM_CONSOLE_TOKEN"] = settings.console_token.get_secret_value()
     if settings.exchange_bootstrap_servers:
         env["EXCHANGE_BOOTSTRAP_SERVERS"] = settings.exchange_bootstrap_servers
     return env

@@ -1,10 +1,17 @@
-"""dispatch: scores in, at most one offer per customer, campaign and window out, or a reason why not."""
+"""dispatch: scores in, at most one offer per customer, campaign and window out, or a reason why not.
+Also serves the campaigns console API (services/dispatch/console_api.py) and reloads campaigns live."""
 from __future__ import annotations
 
+import asyncio
+
+from services.core import metrics
 from services.core.kafka import Stage, avro_decoder
 from services.core.messages import CustomerScores, OfferResponse
 from services.core.service import ServiceContext, bootstrap, main
-from services.dispatch.campaigns import ContactRules, load_campaign_file
+from services.dispatch.campaign_catalog import CampaignCatalog
+from services.dispatch.campaign_store import CampaignStore
+from services.dispatch.campaigns import ContactRules
+from services.dispatch.console_api import ConsoleApi
 from services.dispatch.contact_policy import Caps, ContactPolicy
 from services.dispatch.dispatcher import Dispatcher
 from services.dispatch.topics import RESPONSES, SCORES
@@ -20,13 +27,35 @@ def caps(rules: ContactRules, override: int | None = None) -> Caps:
 
 
 def build() -> ServiceContext:
-    context = bootstrap(SERVICE, needs_redis=True)
+    context = bootstrap(SERVICE, needs_redis=True, needs_database=True)
     assert context.redis is not None
     settings = context.settings
-    campaign_file = load_campaign_file(settings.campaigns_file)
-    policy = ContactPolicy(context.redis, settings.redis_key_prefix, caps(campaign_file.contact_rules,
-                                                                           settings.max_offers_per_customer_per_day))
-    dispatcher = Dispatcher(policy, campaign_file.campaigns, campaign_file.contact_rules, settings.quiet_hours)
+    catalog = CampaignCatalog(settings.campaigns_file, CampaignStore(settings.database_url.get_secret_value()))
+    policy = ContactPolicy(context.redis, settings.redis_key_prefix, Caps(0, 0, 0, 0))
+    dispatcher = Dispatcher(policy, (), quiet_hours=settings.quiet_hours)
+
+    def apply_live_campaigns() -> None:
+        """Between two batches: the decide loop reads these fields once per batch."""
+        live = catalog.live
+        dispatcher.campaigns = live.campaigns
+        dispatcher.rules = live.campaign_file.contact_rules
+        dispatcher.weights = live.campaign_file.arbitration
+        policy.caps = caps(live.campaign_file.contact_rules, settings.max_offers_per_customer_per_day)
+        metrics.LIVE_CAMPAIGNS.labels("file").set(len(live.campaign_file.campaigns))
+        metrics.LIVE_CAMPAIGNS.labels("console").set(len(live.console))
+
+    def refresh() -> None:
+        if catalog.refresh():
+            apply_live_campaigns()
+
+    apply_live_campaigns()
+    token = settings.console_token.get_secret_value() if settings.console_token else None
+    ConsoleApi(context.app, catalog, token, context.redis, settings.redis_key_prefix, on_change=refresh)
+
+    @context.app.timer(settings.campaign_refresh_s)
+    async def reload_campaigns() -> None:
+        await asyncio.to_thread(refresh)
+
     context.add_stage(Stage(SERVICE, SCORES, avro_decoder(context.codec, CustomerScores), dispatcher.decide,
                             context.publisher, context.dead_letters, after_flush=dispatcher.after_flush))
     context.add_stage(Stage(SERVICE, RESPONSES, avro_decoder(context.codec, OfferResponse), dispatcher.learn_responses,

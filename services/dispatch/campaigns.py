@@ -2,12 +2,13 @@
 from __future__ import annotations
 
 import datetime as dt
+import functools
 from pathlib import Path
 from typing import Annotated
 
 import pydantic
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, StringConstraints, model_validator
+from pydantic import BaseModel, ConfigDict, Field, StringConstraints, field_validator, model_validator
 
 from services.core.catalog import CHANNELS
 from services.core.errors import ConfigError
@@ -44,6 +45,8 @@ class Campaign(_Strict):
     product: Identifier
     value: float = Field(gt=0, description="expected value of one conversion, in major currency units")
     priority: float = Field(default=1.0, gt=0)
+    # Per-segment multipliers on the priority (a segment not named keeps 1.0).
+    segment_priority: dict[Identifier, Annotated[float, Field(gt=0)]] = Field(default_factory=dict)
     triggers: tuple[str, ...] = Field(min_length=1)
     channels: tuple[ChannelTemplate, ...] = Field(min_length=1)
     eligibility: Eligibility = Eligibility()
@@ -54,11 +57,16 @@ class Campaign(_Strict):
     holdout_share: float = Field(default=0.0, ge=0.0, lt=1.0,
                                  description="share of customers kept as a control group: scored, never contacted")
 
-    @model_validator(mode="after")
-    def _consistent(self) -> Campaign:
-        unknown = set(self.triggers) - set(TRIGGER_EVENT_TYPES)
+    @field_validator("triggers")
+    @classmethod
+    def _known_triggers(cls, triggers: tuple[str, ...]) -> tuple[str, ...]:
+        unknown = set(triggers) - set(TRIGGER_EVENT_TYPES)
         if unknown:
             raise ValueError(f"unknown triggers {sorted(unknown)}; known: {', '.join(TRIGGER_EVENT_TYPES)}")
+        return triggers
+
+    @model_validator(mode="after")
+    def _consistent(self) -> Campaign:
         if self.start and self.end and self.end < self.start:
             raise ValueError("end is before start")
         if self.eligibility.max_age < self.eligibility.min_age:
@@ -69,7 +77,15 @@ class Campaign(_Strict):
         return (self.start is None or self.start <= day) and (self.end is None or day <= self.end)
 
     def template_for(self, channel: str) -> ChannelTemplate | None:
-        return next((template for template in self.channels if template.channel == channel), None)
+        return self.templates_by_channel.get(channel)
+
+    @functools.cached_property
+    def templates_by_channel(self) -> dict[str, ChannelTemplate]:
+        """The first template per channel (arbitration looks one up per candidate)."""
+        by_channel: dict[str, ChannelTemplate] = {}
+        for template in self.channels:
+            by_channel.setdefault(template.channel, template)
+        return by_channel
 
 
 class ContactRules(_Strict):
@@ -95,9 +111,30 @@ class ContactRules(_Strict):
         return start <= local_hour < end if start < end else local_hour >= start or local_hour < end
 
 
+class ArbitrationWeights(_Strict):
+    """rank = propensity^propensity x value^value x (priority x segment priority)^priority, times
+    preferred_channel_boost when the campaign can reach the customer on the channel they prefer.
+
+    >>> ArbitrationWeights().rank(0.2, 100, 1.5, preferred_channel=False)
+    30.0
+    >>> ArbitrationWeights(value=0, preferred_channel_boost=2).rank(0.2, 100, 1.0, preferred_channel=True)
+    0.4
+    """
+
+    propensity: float = Field(default=1.0, ge=0, le=4)
+    value: float = Field(default=1.0, ge=0, le=4)
+    priority: float = Field(default=1.0, ge=0, le=4)
+    preferred_channel_boost: float = Field(default=1.0, gt=0, le=10)
+
+    def rank(self, propensity: float, value: float, priority: float, *, preferred_channel: bool) -> float:
+        score = propensity ** self.propensity * value ** self.value * priority ** self.priority
+        return score * self.preferred_channel_boost if preferred_channel else score
+
+
 class CampaignFile(_Strict):
     campaigns: tuple[Campaign, ...] = Field(min_length=1)
     contact_rules: ContactRules = ContactRules()
+    arbitration: ArbitrationWeights = ArbitrationWeights()
 
     @model_validator(mode="after")
     def _unique_ids(self) -> CampaignFile:
@@ -117,5 +154,9 @@ def load_campaign_file(path: Path) -> CampaignFile:
     try:
         return CampaignFile.model_validate(document)
     except pydantic.ValidationError as exc:
-        problems = "; ".join(f"{'.'.join(map(str, error['loc']))}: {error['msg']}" for error in exc.errors())
-        raise ConfigError(f"invalid campaigns file {path}: {problems}") from exc
+        raise ConfigError(f"invalid campaigns file {path}: {validation_problems(exc)}") from exc
+
+
+def validation_problems(error: pydantic.ValidationError) -> str:
+    """One line naming each bad field: `channels.0.channel: unknown channel 'fax'; ...`."""
+    return "; ".join(f"{'.'.join(map(str, problem['loc']))}: {problem['msg']}" for problem in error.errors())

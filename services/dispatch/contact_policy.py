@@ -1,5 +1,5 @@
 """Contact policy in Redis: consent lists, caps, budgets and at most one offer per customer,
-campaign and window, decided atomically per event by one Lua script.
+campaign and window, decided by one Lua script per batch (atomically, each event in order).
 
 For one scored event the script checks the customer's opt-out and suppression list, then walks
 the ranked candidates: it skips a campaign already offered to this customer in this window, stops
@@ -10,7 +10,10 @@ broker has the offer, `confirm_sent` marks it `sent`. Replays: an event whose de
 makes no second offer; one still `pending` (the worker died between deciding and sending)
 re-emits the same offer id, so nothing is lost and a channel can drop the repeat by offer id.
 
-Keys (all expiring but the lists and the total budget):
+Uplift membership rides along: the script adds held-out customers to `holdout:<campaign>`, the
+confirmation adds treated ones to `treated:<campaign>`.
+
+Keys (all expiring but the lists, the uplift sets and the total budget):
 `offer:{c}:<campaign>:<day>` idempotency; `contacts:{c}:<day>|<week>` and
 `contacts:{c}:<channel>:<day>|<week>` caps; `optout:{c}` opted out (set at once by an opt-out
 response); `suppress:{c}` a set of campaign ids or `*` (the suppression list);
@@ -19,6 +22,7 @@ customers, so the dispatch Redis is one primary (with replicas and Sentinel), no
 """
 from __future__ import annotations
 
+import json
 from collections.abc import Sequence
 from dataclasses import dataclass
 
@@ -27,57 +31,83 @@ import redis.asyncio as aioredis
 DAY_TTL_S = 3 * 24 * 3600
 WEEK_TTL_S = 9 * 24 * 3600
 
+# One call decides a whole batch, in order, atomically. The script builds every key from the prefix
+# and the customer (the batch's JSON carries ids, not ~30 key strings per event: packing those
+# arguments was most of dispatch's time), so the dispatch Redis is a primary, not a Cluster.
 DECIDE_LUA = """
--- KEYS[1] day contacts, KEYS[2] week contacts, KEYS[3] opt-out flag, KEYS[4] suppression set;
--- then per candidate 5 keys: idempotency, channel day, channel week, budget day, budget total
--- ARGV[1] event id, ARGV[2] daily cap, ARGV[3] weekly cap, ARGV[4] channel daily cap,
--- ARGV[5] channel weekly cap, ARGV[6] day ttl, ARGV[7] week ttl; per candidate: campaign, daily budget, total budget
-if redis.call('EXISTS', KEYS[3]) == 1 then return {0, 'opted_out'} end
-if redis.call('SISMEMBER', KEYS[4], '*') == 1 then return {0, 'suppression_list'} end
-local candidates = (#KEYS - 4) / 5
-local last_reason = 'no_eligible_campaign'
-for i = 1, candidates do
-  local k = 4 + (i - 1) * 5
-  local a = 7 + (i - 1) * 3
-  local idempotency_key = KEYS[k + 1]
-  local existing = redis.call('GET', idempotency_key)
-  if existing then
-    if existing == 'pending|' .. ARGV[1] then return {i, 'replay'} end
-    if existing == 'sent|' .. ARGV[1] then return {0, 'duplicate_event'} end
-    last_reason = 'already_offered'
-  elseif redis.call('SISMEMBER', KEYS[4], ARGV[a + 1]) == 1 then
-    last_reason = 'suppression_list'
-  else
-    if tonumber(redis.call('GET', KEYS[1]) or '0') >= tonumber(ARGV[2]) then return {0, 'frequency_cap'} end
-    if tonumber(redis.call('GET', KEYS[2]) or '0') >= tonumber(ARGV[3]) then return {0, 'weekly_cap'} end
-    local daily_budget, total_budget = tonumber(ARGV[a + 2]), tonumber(ARGV[a + 3])
-    if tonumber(redis.call('GET', KEYS[k + 2]) or '0') >= tonumber(ARGV[4])
-        or tonumber(redis.call('GET', KEYS[k + 3]) or '0') >= tonumber(ARGV[5]) then
-      last_reason = 'channel_frequency_cap'
-    elseif (daily_budget > 0 and tonumber(redis.call('GET', KEYS[k + 4]) or '0') >= daily_budget)
-        or (total_budget > 0 and tonumber(redis.call('GET', KEYS[k + 5]) or '0') >= total_budget) then
-      last_reason = 'budget_exhausted'
+-- ARGV[1] key prefix; ARGV[2] JSON {caps: [daily, weekly, channel daily, channel weekly], ttl: [day s, week s],
+-- events: [[event id, customer, day, week, [[campaign, channel, daily budget, total budget], ...], [holdout campaign, ...]]]}
+-- Returns, per event, the chosen candidate (1-based, 0: none) and the reason.
+local p = ARGV[1]
+local batch = cjson.decode(ARGV[2])
+local daily_cap, weekly_cap, channel_daily_cap, channel_weekly_cap = batch.caps[1], batch.caps[2], batch.caps[3], batch.caps[4]
+local day_ttl, week_ttl = batch.ttl[1], batch.ttl[2]
+local function num(key) return tonumber(redis.call('GET', key) or '0') end
+local function count(key, ttl) redis.call('INCR', key); redis.call('EXPIRE', key, ttl) end
+
+local function decide(event)
+  local event_id, customer, day, week, candidates = event[1], event[2], event[3], event[4], event[5]
+  local tag = '{' .. customer .. '}'
+  for _, campaign in ipairs(event[6]) do redis.call('SADD', p .. 'holdout:' .. campaign, customer) end
+  if #candidates == 0 then return 0, 'no_candidate' end
+  if redis.call('EXISTS', p .. 'optout:' .. tag) == 1 then return 0, 'opted_out' end
+  local suppress = p .. 'suppress:' .. tag
+  if redis.call('SISMEMBER', suppress, '*') == 1 then return 0, 'suppression_list' end
+  local day_contacts, week_contacts = p .. 'contacts:' .. tag .. ':' .. day, p .. 'contacts:' .. tag .. ':' .. week
+  local last_reason = 'no_eligible_campaign'
+  for i, candidate in ipairs(candidates) do
+    local campaign, channel, daily_budget, total_budget = candidate[1], candidate[2], candidate[3], candidate[4]
+    local idempotency_key = p .. 'offer:' .. tag .. ':' .. campaign .. ':' .. day
+    local existing = redis.call('GET', idempotency_key)
+    if existing then
+      if existing == 'pending|' .. event_id then return i, 'replay' end
+      if existing == 'sent|' .. event_id then return 0, 'duplicate_event' end
+      last_reason = 'already_offered'
+    elseif redis.call('SISMEMBER', suppress, campaign) == 1 then
+      last_reason = 'suppression_list'
     else
-      redis.call('SET', idempotency_key, 'pending|' .. ARGV[1], 'EX', ARGV[6])
-      for _, counted in ipairs({{KEYS[1], ARGV[6]}, {KEYS[2], ARGV[7]}, {KEYS[k + 2], ARGV[6]}, {KEYS[k + 3], ARGV[7]},
-                                {KEYS[k + 4], ARGV[6]}}) do
-        redis.call('INCR', counted[1]); redis.call('EXPIRE', counted[1], counted[2])
+      if num(day_contacts) >= daily_cap then return 0, 'frequency_cap' end
+      if num(week_contacts) >= weekly_cap then return 0, 'weekly_cap' end
+      local channel_day = p .. 'contacts:' .. tag .. ':' .. channel .. ':' .. day
+      local channel_week = p .. 'contacts:' .. tag .. ':' .. channel .. ':' .. week
+      local budget_day, budget_total = p .. 'budget:' .. campaign .. ':' .. day, p .. 'budget:' .. campaign .. ':total'
+      if num(channel_day) >= channel_daily_cap or num(channel_week) >= channel_weekly_cap then
+        last_reason = 'channel_frequency_cap'
+      elseif (daily_budget > 0 and num(budget_day) >= daily_budget)
+          or (total_budget > 0 and num(budget_total) >= total_budget) then
+        last_reason = 'budget_exhausted'
+      else
+        redis.call('SET', idempotency_key, 'pending|' .. event_id, 'EX', day_ttl)
+        count(day_contacts, day_ttl); count(week_contacts, week_ttl)
+        count(channel_day, day_ttl); count(channel_week, week_ttl); count(budget_day, day_ttl)
+        redis.call('INCR', budget_total)
+        return i, 'reserved'
       end
-      redis.call('INCR', KEYS[k + 5])
-      return {i, 'reserved'}
     end
   end
+  return 0, last_reason
 end
-return {0, last_reason}
+
+local out = {}
+for _, event in ipairs(batch.events) do
+  local chosen, reason = decide(event)
+  out[#out + 1] = chosen
+  out[#out + 1] = reason
+end
+return out
 """
 
 
 CONFIRM_LUA = """
--- KEYS: idempotency keys reserved by this batch; ARGV: their event ids. Keep the expiry.
-for i = 1, #KEYS do
-  redis.call('SET', KEYS[i], 'sent|' .. ARGV[i], 'KEEPTTL', 'XX')
+-- ARGV[1] key prefix; ARGV[2] JSON [[customer, campaign, window, event id], ...]: offers the broker has.
+-- Mark each reserved idempotency key sent (keeping its expiry) and count the customer as treated.
+local p = ARGV[1]
+for _, sent in ipairs(cjson.decode(ARGV[2])) do
+  local customer, campaign = sent[1], sent[2]
+  redis.call('SET', p .. 'offer:{' .. customer .. '}:' .. campaign .. ':' .. sent[3], 'sent|' .. sent[4], 'KEEPTTL', 'XX')
+  redis.call('SADD', p .. 'treated:' .. campaign, customer)
 end
-return #KEYS
+return 0
 """
 
 
@@ -99,13 +129,15 @@ class Caps:
 
 @dataclass(frozen=True, slots=True)
 class Request:
-    """One event to decide: ranked candidates (campaign, channel, daily budget, total budget)."""
+    """One event to decide: ranked candidates (campaign, channel, daily budget, total budget), and
+    the campaigns whose control group holds this customer (recorded for uplift)."""
 
     event_id: str
     customer_id: str
     day: str
     week: str
     candidates: Sequence[tuple[str, str, int, int]]
+    holdouts: Sequence[str] = ()
 
 
 class ContactPolicy:
@@ -116,42 +148,25 @@ class ContactPolicy:
         self._decide = redis.register_script(DECIDE_LUA)
         self._confirm = redis.register_script(CONFIRM_LUA)
 
-    def idempotency_key(self, customer_id: str, campaign_id: str, window: str) -> str:
-        return f"{self.key_prefix}offer:{{{customer_id}}}:{campaign_id}:{window}"
-
     def _key(self, kind: str, customer_id: str, *parts: str) -> str:
         return ":".join([f"{self.key_prefix}{kind}", f"{{{customer_id}}}", *parts])
 
-    def _keys_and_args(self, request: Request) -> tuple[list[str], list[str | int]]:
-        customer, day, week = request.customer_id, request.day, request.week
-        keys = [self._key("contacts", customer, day), self._key("contacts", customer, week),
-                self._key("optout", customer), self._key("suppress", customer)]
-        caps = self.caps
-        args: list[str | int] = [request.event_id, caps.daily, caps.weekly, caps.channel_daily, caps.channel_weekly,
-                                 DAY_TTL_S, WEEK_TTL_S]
-        for campaign_id, channel, daily_budget, total_budget in request.candidates:
-            keys += [self.idempotency_key(customer, campaign_id, day), self._key("contacts", customer, channel, day),
-                     self._key("contacts", customer, channel, week), f"{self.key_prefix}budget:{campaign_id}:{day}",
-                     f"{self.key_prefix}budget:{campaign_id}:total"]
-            args += [campaign_id, daily_budget, total_budget]
-        return keys, args
-
     async def decide_many(self, requests: Sequence[Request]) -> list[Decision]:
-        """Decide a batch in one round trip."""
+        """Decide a batch in one script call, in order (a customer twice in a batch sees the first reservation)."""
         if not requests:
             return []
-        pipeline = self.redis.pipeline(transaction=False)
-        for request in requests:
-            keys, args = self._keys_and_args(request)
-            await self._decide(keys=keys, args=args, client=pipeline)
-        replies = await pipeline.execute()
-        return [Decision(int(index) - 1 if int(index) > 0 else None, reason.decode() if isinstance(reason, bytes) else reason)
-                for index, reason in replies]
+        caps = self.caps
+        batch = {"caps": [caps.daily, caps.weekly, caps.channel_daily, caps.channel_weekly], "ttl": [DAY_TTL_S, WEEK_TTL_S],
+                 "events": [[r.event_id, r.customer_id, r.day, r.week, [list(c) for c in r.candidates], list(r.holdouts)]
+                            for r in requests]}
+        replies = await self._decide(keys=[], args=[self.key_prefix, json.dumps(batch, separators=(",", ":"))])
+        return [Decision(int(index) - 1 if int(index) > 0 else None, reason.decode() if isinstance(reason, bytes) else str(reason))
+                for index, reason in zip(replies[::2], replies[1::2])]
 
-    async def confirm_sent(self, sent: Sequence[tuple[str, str]]) -> None:
-        """Mark reserved offers as sent once the broker has them: (idempotency key, event id)."""
-        if sent:  # one command for the batch
-            await self._confirm(keys=[key for key, _ in sent], args=[event_id for _, event_id in sent])
+    async def confirm_sent(self, sent: Sequence[tuple[str, str, str, str]]) -> None:
+        """The broker has these offers (customer, campaign, window, event id): mark them sent, count them treated."""
+        if sent:
+            await self._confirm(keys=[], args=[self.key_prefix, json.dumps(sent, separators=(",", ":"))])
 
     async def opt_out(self, customer_ids: Sequence[str]) -> None:
         """Effective for the next decision: no expiry; consent must be given again to lift it."""

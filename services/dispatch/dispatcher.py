@@ -8,9 +8,9 @@ contacted for that campaign, so `services/dispatch/uplift.py` can compare respon
 from __future__ import annotations
 
 import datetime as dt
+import functools
 import hashlib
 import string
-import zoneinfo
 from dataclasses import dataclass, field
 
 import redis.asyncio as aioredis
@@ -19,10 +19,10 @@ from services.core import metrics
 from services.core.catalog import offers_topic
 from services.core.kafka import HandlerResult, Inbound, Outbound, now_ms
 from services.core.messages import CustomerScores, Offer, OfferResponse, Suppression
-from services.dispatch.arbitration import Candidate, local_day, rank
-from services.dispatch.campaigns import Campaign, ContactRules
+from services.dispatch.arbitration import Candidate, RankTable, local_time
+from services.dispatch.campaigns import ArbitrationWeights, Campaign, ContactRules
 from services.dispatch.contact_policy import ContactPolicy, Request
-from services.dispatch.uplift import record_conversions, record_members, uplift
+from services.dispatch.uplift import record_conversions, uplift
 
 SUPPRESSIONS_TOPIC = "suppressions"
 # The contact policy walks at most this many of the best eligible offers: past the fifth, every
@@ -41,12 +41,19 @@ def offer_id(customer_id: str, campaign_id: str, window: str) -> str:
     return hashlib.sha256(f"{customer_id}|{campaign_id}|{window}".encode()).hexdigest()[:32]
 
 
+class _KeepUnknown(dict[str, str]):
+    def __missing__(self, key: str) -> str:
+        return "{" + key + "}"
+
+
+@functools.lru_cache(maxsize=4096)
 def render(template: str, candidate_product: str) -> str:
-    """Fill a campaign template; unknown placeholders stay as written rather than failing."""
-    class _Keep(dict[str, str]):
-        def __missing__(self, key: str) -> str:
-            return "{" + key + "}"
-    return string.Formatter().vformat(template, (), _Keep(product=candidate_product.replace("_", " ")))
+    """Fill a campaign template; unknown placeholders stay as written rather than failing.
+
+    >>> render("{product} for {name}", "credit_card")
+    'credit card for {name}'
+    """
+    return string.Formatter().vformat(template, (), _KeepUnknown(product=candidate_product.replace("_", " ")))
 
 
 def in_holdout(customer_id: str, campaign: Campaign) -> bool:
@@ -70,58 +77,72 @@ def iso_week(day: dt.date) -> str:
     return f"{year}-W{week:02d}"
 
 
-def local_hour(received_at_ms: int, timezone: str) -> int:
-    try:
-        zone = zoneinfo.ZoneInfo(timezone)
-    except (zoneinfo.ZoneInfoNotFoundError, ValueError):
-        zone = zoneinfo.ZoneInfo("UTC")
-    return dt.datetime.fromtimestamp(received_at_ms / 1000, zone).hour
-
-
 @dataclass
 class Dispatcher:
     policy: ContactPolicy
     campaigns: tuple[Campaign, ...]
     rules: ContactRules = field(default_factory=ContactRules)
     quiet_hours: bool = True
-    _reserved: list[tuple[str, str]] = field(default_factory=list)
-    _treated: list[tuple[str, str]] = field(default_factory=list)
+    weights: ArbitrationWeights = field(default_factory=ArbitrationWeights)
+    _reserved: list[tuple[str, str, str, str]] = field(default_factory=list)
+    _table: RankTable | None = None
+    _table_for: tuple[tuple[Campaign, ...], ArbitrationWeights] | None = None
 
     @property
     def redis(self) -> aioredis.Redis:
         return self.policy.redis
 
+    def _rank_table(self) -> RankTable:
+        """Built once per campaign set and weights (a reload assigns new ones)."""
+        if self._table is None or self._table_for != (self.campaigns, self.weights):
+            self._table, self._table_for = RankTable(self.campaigns, self.weights), (self.campaigns, self.weights)
+        return self._table
+
     async def decide(self, batch: list[Inbound[CustomerScores]]) -> list[HandlerResult]:
         decided_at_ms = now_ms()
-        plans: list[tuple[CustomerScores, dt.date, list[Candidate], str | None, str | None]] = []
-        held_out: list[tuple[str, str]] = []
+        plans: list[tuple[CustomerScores, dt.date, list[Candidate], str | None, str | None, bool]] = []
+        requests: list[Request] = []
+        days: list[dt.date] = []
+        reasons: list[str | None] = []
+        to_rank: list[int] = []  # events still in the running after the checks that need no campaign
         for inbound in batch:
             scores = inbound.message
-            day = local_day(scores.received_at_ms, scores.timezone)
+            local = local_time(scores.received_at_ms, scores.timezone)
             reason = _pre_check(scores)
-            if reason is None and self.quiet_hours and self.rules.quiet(local_hour(scores.received_at_ms, scores.timezone)):
+            if reason is None and self.quiet_hours and self.rules.quiet(local.hour):
                 reason = "quiet_hours"
-            candidates, holdouts = [], []
-            for candidate in [] if reason else rank(scores, self.campaigns, day):
-                if in_holdout(scores.customer_id, candidate.campaign):
-                    holdouts.append(candidate.campaign.campaign_id)
-                elif len(candidates) < MAX_CANDIDATES:
-                    candidates.append(candidate)
-            held_out += [(campaign_id, scores.customer_id) for campaign_id in holdouts]
-            if reason is None and not candidates:
-                reason = "holdout" if holdouts else "no_eligible_campaign"
-            plans.append((scores, day, candidates, reason, holdouts[0] if holdouts and not candidates else None))
-        requests = [Request(scores.event_id, scores.customer_id, day.isoformat(), iso_week(day),
-                            [(c.campaign.campaign_id, c.channel, c.campaign.daily_budget, c.campaign.total_budget)
-                             for c in candidates])
-                    for scores, day, candidates, reason, _ in plans if reason is None]
-        decisions = iter(await self.policy.decide_many(requests))
-        if held_out:
-            await record_members(self.redis, self.policy.key_prefix, "holdout", held_out)
-        results: list[HandlerResult] = []
-        for scores, day, candidates, reason, campaign_id in plans:
+            days.append(local.date())
+            reasons.append(reason)
             if reason is None:
-                decision = next(decisions)
+                to_rank.append(len(days) - 1)
+        ranked = dict(zip(to_rank, self._rank_table().rank_batch([batch[i].message for i in to_rank],
+                                                                 [days[i] for i in to_rank])))
+        for index, inbound in enumerate(batch):
+            scores, day, reason = inbound.message, days[index], reasons[index]
+            candidates: list[Candidate] = []
+            holdouts: list[str] = []
+            if reason is None:
+                for candidate in ranked[index]:
+                    if in_holdout(scores.customer_id, candidate.campaign):
+                        holdouts.append(candidate.campaign.campaign_id)
+                        continue
+                    candidates.append(candidate)
+                    if len(candidates) == MAX_CANDIDATES:
+                        break
+                if not candidates:
+                    reason = "holdout" if holdouts else "no_eligible_campaign"
+            if candidates or holdouts:  # the script records the control-group members either way
+                requests.append(Request(scores.event_id, scores.customer_id, day.isoformat(), iso_week(day),
+                                        [(c.campaign.campaign_id, c.channel, c.campaign.daily_budget,
+                                          c.campaign.total_budget) for c in candidates], holdouts))
+            plans.append((scores, day, candidates, reason, holdouts[0] if holdouts and not candidates else None,
+                          bool(candidates or holdouts)))
+        decisions = iter(await self.policy.decide_many(requests))
+        results: list[HandlerResult] = []
+        for scores, day, candidates, reason, campaign_id, requested in plans:
+            decision = next(decisions) if requested else None
+            if reason is None:  # candidates, so a decision came back
+                assert decision is not None
                 if decision.chosen is not None:
                     results.append([self._offer(scores, day.isoformat(), candidates[decision.chosen], decided_at_ms)])
                     continue
@@ -150,18 +171,15 @@ class Dispatcher:
             trigger=scores.event_type, segment=scores.segment, contact_window=window,
             received_at_ms=scores.received_at_ms, decided_at_ms=decided_at_ms,
         )
-        self._reserved.append((self.policy.idempotency_key(scores.customer_id, campaign_id, window), scores.event_id))
-        self._treated.append((campaign_id, scores.customer_id))
+        self._reserved.append((scores.customer_id, campaign_id, window, scores.event_id))
         metrics.OFFERS.labels(candidate.channel, campaign_id).inc()
         metrics.EVENT_TO_OFFER_SECONDS.labels(candidate.channel).observe(max(0, decided_at_ms - scores.received_at_ms) / 1000)
         return Outbound(offers_topic(candidate.channel), scores.customer_id, offer)
 
     async def after_flush(self) -> None:
-        """The broker has every offer of the batch: mark their idempotency keys sent."""
+        """The broker has every offer of the batch: mark their idempotency keys sent, count them treated."""
         reserved, self._reserved = self._reserved, []
-        treated, self._treated = self._treated, []
         await self.policy.confirm_sent(reserved)
-        await record_members(self.redis, self.policy.key_prefix, "treated", treated)
 
 
 def _pre_check(scores: CustomerScores) -> str | None:

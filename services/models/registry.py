@@ -17,11 +17,9 @@ from typing import Any
 
 from sqlalchemy import JSON, DateTime, ForeignKey, Integer, LargeBinary, String, create_engine, select
 from sqlalchemy.engine import Engine
-from sqlalchemy.orm import DeclarativeBase, Mapped, Session, mapped_column
+from sqlalchemy.orm import Mapped, Session, mapped_column
 
-
-class Base(DeclarativeBase):
-    pass
+from services.core.sql import Base
 
 
 class ModelVersionRow(Base):

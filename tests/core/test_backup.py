@@ -14,7 +14,10 @@ from sqlalchemy import create_engine
 
 from services.core.backup import BackupError, backup, restore
 from services.core.config import Settings
-from services.models.registry import Base, ModelRegistry
+from services.core.sql import full_metadata
+from services.dispatch.campaign_store import CampaignStore
+from services.dispatch.campaigns import Campaign
+from services.models.registry import ModelRegistry
 from services.scoring.scorer import Scorer, model_name
 
 
@@ -30,19 +33,24 @@ async def _state(settings: Settings, database_url: str) -> tuple[aioredis.Redis,
 
 def _wipe_sql(database_url: str) -> None:
     engine = create_engine(database_url)
-    Base.metadata.drop_all(engine)
+    full_metadata().drop_all(engine)
     engine.dispose()
 
 
 async def test_restore_brings_back_every_key_ttl_and_registry_row(settings: Settings, database_url: str, tmp_path: Path) -> None:
     redis, scorer = await _state(settings, database_url)
     lineage_before = ModelRegistry(database_url).lineage(model_name("credit_card"))
+    campaigns = CampaignStore(database_url)
+    campaigns.put(Campaign.model_validate({"campaign_id": "console_made", "product": "credit_card", "value": 10,
+                                           "triggers": ["app_login"], "channels": [{"channel": "sms", "template": "t"}]}),
+                  actor="alice")
+    campaigns.close()
     summary = await backup(redis, settings.redis_key_prefix, database_url, tmp_path / "backup")
     assert summary.redis_keys == 3 and summary.sql_rows >= 2 * len(scorer.live)
 
     await redis.delete(*[key async for key in redis.scan_iter(match=f"{settings.redis_key_prefix}*")])
     _wipe_sql(database_url)
-    restored = await restore(redis, database_url, tmp_path / "backup", Base.metadata)
+    restored = await restore(redis, database_url, tmp_path / "backup", full_metadata())
 
     assert restored.redis_keys == 3
     assert await redis.get(f"{settings.redis_key_prefix}profile:C1") == b"profile-of-C1"
@@ -51,6 +59,10 @@ async def test_restore_brings_back_every_key_ttl_and_registry_row(settings: Sett
     registry = ModelRegistry(database_url)
     assert registry.lineage(model_name("credit_card")) == lineage_before
     assert registry.latest(model_name("credit_card"))[1] is not None  # checkpoints come back byte for byte
+    campaigns = CampaignStore(database_url)
+    assert campaigns.get("console_made") is not None and campaigns.history("console_made")[0].actor == "alice"
+    campaigns.put(campaigns.get("console_made"), actor="bob")  # type: ignore[arg-type]  # serials moved past restored ids
+    campaigns.close()
     await redis.aclose()
 
 
@@ -60,7 +72,7 @@ async def test_damaged_backup_is_refused(settings: Settings, database_url: str, 
     with (tmp_path / "backup" / "redis.jsonl").open("a") as damaged:
         damaged.write(json.dumps({"key": "eA==", "ttl_ms": -1, "dump": "AAAA"}) + "\n")
     with pytest.raises(BackupError, match="checksum"):
-        await restore(redis, database_url, tmp_path / "backup", Base.metadata)
+        await restore(redis, database_url, tmp_path / "backup", full_metadata())
     await redis.aclose()
 
 

@@ -148,7 +148,10 @@ def test_network_policies_open_only_the_party_s_own_parts_and_the_exchange(relea
             peers = _egress_peers(policy)
             ports = set().union(*(p for _, p in peers))
             assert 53 in ports and 4318 in ports  # DNS and the collector, always
-            assert (5432 in ports) == (service == "scoring")  # only scoring keeps SQL state; never the partner
+            assert (5432 in ports) == (service in ("scoring", "dispatch"))  # SQL: registry, console campaigns; never the partner
+            callers = {peer.get("namespaceSelector", {}).get("matchLabels", {})
+                       .get("kubernetes.io/metadata.name") for peer in scrape["from"]}
+            assert callers == ({"monitoring", "console"} if service == "dispatch" else {"monitoring"})  # console: campaigns API
             assert (6379 in ports) == (service != "ingest")  # ingest keeps nothing
             namespaces = {json.loads(peer).get("namespaceSelector", {}).get("matchLabels", {}).get("kubernetes.io/metadata.name")
                           for peer, _ in peers}

@@ -136,7 +136,6 @@ async def test_replays_and_duplicates_never_make_a_second_offer(settings: Settin
     # A worker that died after reserving but before the broker had the offer re-emits the same offer id.
     results = await dispatcher.decide([_inbound(_scores("e3", customer_id="C7"))])
     dispatcher._reserved.clear()  # the crash: after_flush never ran
-    dispatcher._treated.clear()
     [[first]] = results
     [resent] = await _decide(dispatcher, _scores("e3", customer_id="C7"))
     assert isinstance(resent, Offer) and resent.offer_id == first.message.offer_id
