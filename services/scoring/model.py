@@ -16,6 +16,7 @@ from dataclasses import dataclass, field
 import numpy as np
 from river import compose, drift, linear_model, metrics, optim, preprocessing
 
+from services.core.messages import ReasonCode
 from services.scoring.features import FEATURE_NAMES
 
 REASONS_PER_SCORE = 3
@@ -145,17 +146,18 @@ def top_reasons(contributions: np.ndarray, count: int = REASONS_PER_SCORE) -> li
 
 
 def top_reasons_batch(contributions: np.ndarray, count: int = REASONS_PER_SCORE,
-                      names: tuple[str, ...] = FEATURE_NAMES) -> list[list[tuple[str, float]]]:
+                      names: tuple[str, ...] = FEATURE_NAMES) -> list[tuple[ReasonCode, ...]]:
     """`top_reasons` for every row of a batch at once (one partial sort for the whole batch).
 
     >>> rows = np.zeros((2, len(FEATURE_NAMES))); rows[0, 1] = -2.0; rows[0, 0] = 0.1; rows[1, 3] = 5.0
     >>> [reasons[0] for reasons in top_reasons_batch(rows, 2)]
-    [('tenure_years', -2.0), ('log_balance', 5.0)]
+    [ReasonCode(feature='tenure_years', contribution=-2.0), ReasonCode(feature='log_balance', contribution=5.0)]
     """
     magnitudes = -np.abs(contributions)
     top = np.argpartition(magnitudes, count - 1, axis=1)[:, :count]
     order = np.argsort(np.take_along_axis(magnitudes, top, axis=1), axis=1, kind="stable")
     top = np.take_along_axis(top, order, axis=1)
     values = np.take_along_axis(contributions, top, axis=1)
-    return [[(names[index], value) for index, value in zip(indices, row_values)]
+    # ReasonCode objects straight away: they go into the scores as they are (no second pass per row).
+    return [tuple([ReasonCode(names[index], value) for index, value in zip(indices, row_values)])
             for indices, row_values in zip(top.tolist(), values.tolist())]

@@ -183,8 +183,7 @@ class Scorer:
         feature_fields: list[bytes | str | int] = [FEATURE_TTL_S]
         for row, (event, profile) in enumerate(zip(events, profiles)):
             product_scores = tuple([
-                ProductScore(product, propensities[row], labels[row], numbers[row], partner[row],
-                             tuple([ReasonCode(name, value) for name, value in reasons[row]]))
+                ProductScore(product, propensities[row], labels[row], numbers[row], partner[row], reasons[row])
                 for product, labels, numbers, propensities, reasons, partner in per_product
             ])
             scores = CustomerScores(
@@ -204,7 +203,7 @@ class Scorer:
 
     def _score_federated(self, product: str, features: np.ndarray, partials: list[dict[str, str]],
                          propensities: np.ndarray, labels: list[str], numbers: list[str],
-                         reasons: list[list[tuple[str, float]]], partner: list[bool]) -> None:
+                         reasons: list[tuple[ReasonCode, ...]], partner: list[bool]) -> None:
         """Rescore, in place, the rows whose partner partial score matches the deployed federated half."""
         live = self.federated.get(product)
         if live is None:

@@ -80,6 +80,7 @@ def test_batch_reason_codes_equal_the_per_row_ones() -> None:
     @given(arrays(np.float64, st.tuples(st.integers(1, 6), st.just(len(FEATURE_NAMES))),
                   elements=st.floats(-100, 100, allow_nan=False).map(lambda value: round(value, 3)), unique=True))
     def agree(contributions: np.ndarray) -> None:
-        assert top_reasons_batch(contributions) == [top_reasons(row) for row in contributions]
+        assert [[(r.feature, r.contribution) for r in reasons] for reasons in top_reasons_batch(contributions)] == \
+            [top_reasons(row) for row in contributions]
 
     agree()
