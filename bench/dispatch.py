@@ -5,7 +5,9 @@ A decision is one scored event through arbitration (eligibility, ranking over th
 holdout assignment, quiet hours) and the contact-policy script in Redis (opt-out, suppression
 list, idempotency, daily and weekly caps per customer and channel, campaign budgets, the
 reservation), decided in batches as the service does. A decision waits for its whole batch, so
-the decision latency reported is the batch's: p99 over every batch.
+the decision latency reported is the batch's: p99 over every batch. Batches of 32: at 10,000
+events/s that is what arrives in the service's 3 ms, and the batch-level costs (one numpy ranking
+and one Lua call per batch) are already spread thin (64: 11,100/s but p99 11 ms; 32: p99 6 ms, quick).
 
 Run: `python -m bench.dispatch [--quick]`.
 """

@@ -58,12 +58,9 @@ class ConsoleApi:
                 return self.json(api.described(found)) if found else api.error(self, 404, f"no campaign {campaign_id!r}")
 
             async def put(self, request: Request, campaign_id: str) -> Response:
-                actor = request.headers.get(ACTOR_HEADER, "")
-                refused = api.guarded(self, request, actor)
+                actor, refused = api.write_guarded(self, request, campaign_id)
                 if refused:
                     return refused
-                if campaign_id in api.catalog.live.file_ids:
-                    return api.error(self, 409, f"campaign {campaign_id!r} is defined in the campaigns file; change it there")
                 try:
                     document = json.loads(await request.read())
                 except ValueError as exc:
@@ -82,12 +79,9 @@ class ConsoleApi:
                                   "revision": change.revision}, status=201 if change.action == "created" else 200)
 
             async def delete(self, request: Request, campaign_id: str) -> Response:
-                actor = request.headers.get(ACTOR_HEADER, "")
-                refused = api.guarded(self, request, actor)
+                actor, refused = api.write_guarded(self, request, campaign_id)
                 if refused:
                     return refused
-                if campaign_id in api.catalog.live.file_ids:
-                    return api.error(self, 409, f"campaign {campaign_id!r} is defined in the campaigns file; change it there")
                 change = await asyncio.to_thread(api.catalog.store.delete, campaign_id, actor)
                 if change is None:
                     return api.error(self, 404, f"no console campaign {campaign_id!r}")
@@ -128,6 +122,14 @@ class ConsoleApi:
         if actor is not None and not ACTOR_PATTERN.match(actor):
             return self.error(view, 400, f"a write names its author in the {ACTOR_HEADER} header (letters, digits, . @ - _)")
         return None
+
+    def write_guarded(self, view: View, request: Request, campaign_id: str) -> tuple[str, Response | None]:
+        """The author of a write, and its refusal if any (as `guarded`, plus 409 for a file campaign)."""
+        actor = request.headers.get(ACTOR_HEADER, "")
+        refused = self.guarded(view, request, actor)
+        if refused is None and campaign_id in self.catalog.live.file_ids:
+            refused = self.error(view, 409, f"campaign {campaign_id!r} is defined in the campaigns file; change it there")
+        return actor, refused
 
     def described(self, campaign: Campaign) -> dict[str, Any]:
         source = "file" if campaign.campaign_id in self.catalog.live.file_ids else "console"

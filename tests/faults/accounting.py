@@ -1,5 +1,5 @@
-"""What the fault suite checks after every fault: a steady stream of events went in; each one
-was scored and then decided (an offer, or a suppression that says why not); no offer twice."""
+"""What the fault suite shares: the pipeline started with its customers loaded, a steady stream of
+events, and what it checks after every fault: each event was scored and then decided (an offer, or a suppression that says why not); no offer twice."""
 from __future__ import annotations
 
 import asyncio
@@ -11,9 +11,30 @@ from aiokafka import AIOKafkaProducer
 
 from services.core.avro import AvroCodec
 from services.core.catalog import CHANNELS, offers_topic
-from services.core.clients import Record, consume
+from services.core.clients import Record, consume, produce
 from services.core.config import Settings
 from services.core.messages import CustomerScores, Offer, Suppression
+from services.core.supervisor import ServiceRunner
+from services.generator.population import SyntheticCustomer, customer_records, make_population
+
+
+STAGES = ("ingest", "scoring", "dispatch")
+
+
+async def start_pipeline(runner: ServiceRunner, customers: int) -> list[SyntheticCustomer]:
+    """Start ingest, scoring and dispatch, load `customers` profiles through them and wait until
+    scoring has stored them, so the events that follow find their customer."""
+    for name in STAGES:
+        runner.start(name, wait=False)
+    runner.wait_all_ready()
+    settings = runner.settings
+    population = make_population(customers)
+    await produce(settings.kafka_bootstrap_servers, settings.topic("bank.events.raw"),
+                  customer_records(population, int(time.time() * 1000)))
+    await consume(settings.kafka_bootstrap_servers, [settings.topic("customer.profiles")],
+                  until=lambda got: len(got) >= customers, timeout_s=30)
+    await asyncio.sleep(1.0)
+    return population
 
 
 def expected_event_ids(events: list[tuple[bytes, bytes]], seed: int) -> set[str]:

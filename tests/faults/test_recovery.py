@@ -7,19 +7,15 @@ import asyncio
 import os
 import signal
 import time
-from collections import Counter
 from pathlib import Path
 
-from aiokafka import AIOKafkaProducer
-
 from services.core.avro import AvroCodec
-from services.core.catalog import CHANNELS, offers_topic
-from services.core.clients import consume, produce
+from services.core.clients import produce
 from services.core.config import Settings
-from services.core.messages import CustomerScores, Offer, Suppression
 from services.core.runtime import start_redis
 from services.core.supervisor import ServiceRunner, wait_ready
-from services.generator.population import customer_records, event_records, make_population
+from services.generator.population import event_records
+from tests.faults.accounting import PipelineLedger, expected_event_ids, send_steadily, start_pipeline
 
 EVENTS = 9000
 RATE_PER_S = 100.0
@@ -33,17 +29,10 @@ async def test_kills_redis_outage_and_duplicates_lose_nothing_and_send_nothing_t
                                            "max_offers_per_customer_per_day": 1000})
     runner = ServiceRunner(settings, tmp_path / "logs")
     try:
-        for name in ("ingest", "scoring", "dispatch"):
-            runner.start(name, wait=False)
-        runner.wait_all_ready()
-        population = make_population(300)
+        population = await start_pipeline(runner, 300)
         raw = settings.topic("bank.events.raw")
-        await produce(settings.kafka_bootstrap_servers, raw, customer_records(population, int(time.time() * 1000)))
-        await consume(settings.kafka_bootstrap_servers, [settings.topic("customer.profiles")],
-                      until=lambda got: len(got) >= 300, timeout_s=30)
-        await asyncio.sleep(1.0)
         events = list(event_records(population, EVENTS, seed=5))
-        sender = asyncio.create_task(_send_steadily(settings, raw, events))
+        sender = asyncio.create_task(send_steadily(settings.kafka_bootstrap_servers, raw, events, RATE_PER_S))
         recovery_s: dict[str, float] = {}
         for name in ("ingest", "scoring", "dispatch"):
             await asyncio.sleep(2)
@@ -56,23 +45,11 @@ async def test_kills_redis_outage_and_duplicates_lose_nothing_and_send_nothing_t
         await sender
         await produce(settings.kafka_bootstrap_servers, raw, events[:200])  # delivered twice
 
-        expected = {f"transactions:T5-{index}" if b'"transactions"' in value else f"logins:L5-{index}"
-                    for index, (_, value) in enumerate(events)}
-        scores_topic = settings.topic("scores")
-        offer_topics = [settings.topic(offers_topic(channel)) for channel in CHANNELS]
-        suppressions = settings.topic("suppressions")
-
-        def accounted(records: list) -> bool:  # type: ignore[type-arg]
-            scored = {codec.decode(r.value, CustomerScores).event_id for r in records if r.topic == scores_topic}
-            decided = {_decided_event(codec, r, suppressions) for r in records if r.topic != scores_topic}
-            return expected <= scored and expected <= decided
-
-        records = await consume(settings.kafka_bootstrap_servers, [scores_topic, *offer_topics, suppressions],
-                                until=accounted, timeout_s=180)
+        expected = expected_event_ids(events, 5)
+        outcome = await PipelineLedger(settings, codec).wait_accounted(expected, timeout_s=180)
         recovery_s["redis_outage_backlog"] = time.monotonic() - outage_ended
-        assert accounted(records), "some events were never scored or decided"
-        offer_ids = Counter(codec.decode(r.value, Offer).offer_id for r in records if r.topic in offer_topics)
-        assert offer_ids and max(offer_ids.values()) == 1, f"offers sent twice: {[k for k, v in offer_ids.items() if v > 1][:5]}"
+        assert expected <= outcome.scored and expected <= outcome.decided, "some events were never scored or decided"
+        assert outcome.offers_per_id and not outcome.sent_twice(), f"offers sent twice: {outcome.sent_twice()[:5]}"
         assert all(managed.process.poll() is None for key, managed in runner.running.items() if "-r" in key)
         print(f"\nrecovery (s): {recovery_s}")
     finally:
@@ -80,12 +57,6 @@ async def test_kills_redis_outage_and_duplicates_lose_nothing_and_send_nothing_t
         if redis_process.process.poll() is None:
             os.kill(redis_process.process.pid, signal.SIGCONT)
         redis_process.stop()
-
-
-def _decided_event(codec: AvroCodec, record, suppressions: str) -> str:  # type: ignore[no-untyped-def]
-    if record.topic == suppressions:
-        return codec.decode(record.value, Suppression).event_id
-    return codec.decode(record.value, Offer).event_id
 
 
 def _kill_and_restart(runner: ServiceRunner, name: str) -> float:
@@ -97,15 +68,3 @@ def _kill_and_restart(runner: ServiceRunner, name: str) -> float:
     wait_ready(runner.ports[replacement.name], replacement, timeout_s=60)
     return round(time.monotonic() - started, 2)
 
-
-async def _send_steadily(settings: Settings, topic: str, events: list[tuple[bytes, bytes]]) -> None:
-    producer = AIOKafkaProducer(bootstrap_servers=settings.kafka_bootstrap_servers, enable_idempotence=False)
-    await producer.start()
-    try:
-        started = time.monotonic()
-        for index, (key, value) in enumerate(events):
-            await producer.send(topic, value=value, key=key)
-            await asyncio.sleep(max(0.0, started + index / RATE_PER_S - time.monotonic()))
-        await producer.flush()
-    finally:
-        await producer.stop()

@@ -24,17 +24,16 @@ from collections import Counter
 from pathlib import Path
 
 from services.core.avro import AvroCodec
-from services.core.clients import consume, produce
+from services.core.clients import produce
 from services.core.config import Settings
-from services.core.kafka import all_topic_names, create_topics, stage_group_id
+from services.core.kafka import stage_group_id
 from services.core.messages import CustomerScores, Offer
 from services.core.runtime import start_broker, start_redis
 from services.core.supervisor import ServiceRunner, settings_env
-from services.generator.population import customer_records, event_records, make_population
-from tests.faults.accounting import PipelineLedger, expected_event_ids
+from services.generator.population import event_records
+from tests.faults.accounting import STAGES, PipelineLedger, expected_event_ids, start_pipeline
 from tests.faults.mirror import mirror_group_offsets, mirror_topics
 
-STAGES = ("ingest", "scoring", "dispatch")
 BATCHES = {21: 1000, 22: 500, 23: 1000}  # seed -> events: before the backup, after it, on site B
 
 
@@ -61,15 +60,8 @@ async def test_site_failover_resumes_on_site_b_with_every_event_accounted(
     site_b = _site(settings, servers_b, redis_b_url, tmp_path / "site-b.db")
     runner_a, runner_b = ServiceRunner(site_a, tmp_path / "logs-a"), ServiceRunner(site_b, tmp_path / "logs-b")
     try:
-        for name in STAGES:
-            runner_a.start(name, wait=False)
-        runner_a.wait_all_ready()
-        population = make_population(300)
+        population = await start_pipeline(runner_a, 300)
         raw = site_a.topic("bank.events.raw")
-        await produce(site_a.kafka_bootstrap_servers, raw, customer_records(population, int(time.time() * 1000)))
-        await consume(site_a.kafka_bootstrap_servers, [site_a.topic("customer.profiles")],
-                      until=lambda got: len(got) >= 300, timeout_s=30)
-        await asyncio.sleep(1.0)
         batches = {seed: list(event_records(population, count, seed=seed)) for seed, count in BATCHES.items()}
         expected = {seed: expected_event_ids(events, seed) for seed, events in batches.items()}
 
