@@ -82,12 +82,12 @@ async def soak(minutes: float) -> tuple[dict[str, float], dict[str, object]]:
         try:
             await wait_outputs(settings, ["customer.profiles"], CUSTOMERS)
             await asyncio.sleep(1.0)
-            return await _drive(settings, runner, population, minutes, [m.process.pid for m in stack.processes])
+            return await _drive(settings, runner, population, minutes, {m.name: m.process.pid for m in stack.processes})
         finally:
             runner.stop_all()
 
 
-async def _drive(settings, runner: ServiceRunner, population, minutes: float, stack_pids: list[int]):  # type: ignore[no-untyped-def]
+async def _drive(settings, runner: ServiceRunner, population, minutes: float, stack_pids: dict[str, int]):  # type: ignore[no-untyped-def]
     codec = AvroCodec(SchemaStore(settings.schema_dir))
     duration_s = minutes * 60
     events = event_records(population, int(RATE_PER_S * duration_s) + 1000, seed=31)
@@ -125,9 +125,9 @@ async def _drive(settings, runner: ServiceRunner, population, minutes: float, st
                 collector.result()
             series.append({"t_s": round(elapsed, 1), "lag": lag(runner), "scores_seen": len(latencies),
                            "rss_mb": round(sum(rss_mb(m.process.pid) for m in runner.running.values()), 1),
-                           # CPU used so far by the services and by the broker and Redis: where time goes as it runs
-                           "services_cpu_s": round(sum(cpu_s(m.process.pid) for m in runner.running.values()), 1),
-                           "stack_cpu_s": round(sum(cpu_s(pid) for pid in stack_pids), 1)})
+                           # CPU used so far by the services, the broker and Redis: where time goes as it runs
+                           "services_cpu_s": round(sum(cpu_s(m.process.pid) for m in runner.running.values()), 1)}
+                          | {f"{name}_cpu_s": round(cpu_s(pid), 1) for name, pid in stack_pids.items()})
             next_sample += SAMPLE_S
         await asyncio.sleep(max(0.0, started + sent / RATE_PER_S - time.monotonic()))
     await producer.stop()
