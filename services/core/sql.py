@@ -4,8 +4,12 @@ so a backup and a restore cover every table at once. SQLite by default, PostgreS
 from __future__ import annotations
 
 import importlib
+import time
+from collections.abc import Sequence
 
-from sqlalchemy import MetaData
+from sqlalchemy import MetaData, Table
+from sqlalchemy.engine import Engine
+from sqlalchemy.exc import DatabaseError
 from sqlalchemy.orm import DeclarativeBase
 
 # Modules that declare tables on `Base`; importing them registers their tables on the metadata.
@@ -21,3 +25,17 @@ def full_metadata() -> MetaData:
     for module in TABLE_MODULES:
         importlib.import_module(module)
     return Base.metadata
+
+
+def ensure_tables(engine: Engine, tables: Sequence[Table] | None = None, attempts: int = 5) -> None:
+    """Create the tables that are missing. Several workers starting at once race to create them
+    (SQLite: "table ... already exists"; PostgreSQL: a duplicate in pg_type): the loser looks again
+    and finds them made."""
+    for attempt in range(attempts):
+        try:
+            Base.metadata.create_all(engine, tables=tables)
+            return
+        except DatabaseError:
+            if attempt == attempts - 1:
+                raise
+            time.sleep(0.2 * (attempt + 1))

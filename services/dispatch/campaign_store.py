@@ -15,7 +15,7 @@ from sqlalchemy import JSON, DateTime, Integer, String, create_engine, func, sel
 from sqlalchemy.engine import Engine
 from sqlalchemy.orm import Mapped, Session, mapped_column
 
-from services.core.sql import Base
+from services.core.sql import Base, ensure_tables
 from services.dispatch.campaigns import Campaign
 
 
@@ -54,8 +54,8 @@ class CampaignStore:
 
     def __init__(self, database_url: str) -> None:
         self.engine: Engine = create_engine(database_url, pool_pre_ping=True)
-        Base.metadata.create_all(self.engine, tables=[Base.metadata.tables[CampaignRow.__tablename__],
-                                                      Base.metadata.tables[CampaignChangeRow.__tablename__]])
+        ensure_tables(self.engine, [Base.metadata.tables[CampaignRow.__tablename__],
+                                    Base.metadata.tables[CampaignChangeRow.__tablename__]])
 
     def all(self) -> list[Campaign]:
         with Session(self.engine) as session:

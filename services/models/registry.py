@@ -19,7 +19,7 @@ from sqlalchemy import JSON, DateTime, ForeignKey, Integer, LargeBinary, String,
 from sqlalchemy.engine import Engine
 from sqlalchemy.orm import Mapped, Session, mapped_column
 
-from services.core.sql import Base
+from services.core.sql import Base, ensure_tables
 
 
 class ModelVersionRow(Base):
@@ -107,7 +107,8 @@ class ModelRegistry:
 
     def __init__(self, database_url: str) -> None:
         self.engine: Engine = create_engine(database_url, pool_pre_ping=True)
-        Base.metadata.create_all(self.engine)
+        ensure_tables(self.engine, [Base.metadata.tables[ModelVersionRow.__tablename__],
+                                    Base.metadata.tables[DeploymentRow.__tablename__]])
 
     def register(
         self, *, model_name: str, algorithm: str, parameters: dict[str, Any], feature_names: list[str],
