@@ -76,9 +76,6 @@ class Campaign(_Strict):
     def active_on(self, day: dt.date) -> bool:
         return (self.start is None or self.start <= day) and (self.end is None or day <= self.end)
 
-    def template_for(self, channel: str) -> ChannelTemplate | None:
-        return self.templates_by_channel.get(channel)
-
     @functools.cached_property
     def templates_by_channel(self) -> dict[str, ChannelTemplate]:
         """The first template per channel (arbitration looks one up per candidate)."""

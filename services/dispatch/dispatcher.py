@@ -93,8 +93,10 @@ class Dispatcher:
         return self.policy.redis
 
     def _rank_table(self) -> RankTable:
-        """Built once per campaign set and weights (a reload assigns new ones)."""
-        if self._table is None or self._table_for != (self.campaigns, self.weights):
+        """Built once per campaign set and weights: a reload assigns new objects, so identity tells
+        (comparing 50 campaigns field by field on every batch would not be free)."""
+        built_for = self._table_for
+        if self._table is None or built_for is None or built_for[0] is not self.campaigns or built_for[1] is not self.weights:
             self._table, self._table_for = RankTable(self.campaigns, self.weights), (self.campaigns, self.weights)
         return self._table
 
