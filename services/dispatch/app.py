@@ -35,7 +35,7 @@ def build() -> ServiceContext:
     dispatcher = Dispatcher(policy, (), quiet_hours=settings.quiet_hours)
 
     def apply_live_campaigns() -> None:
-        """Between two batches: the decide loop reads these fields once per batch."""
+        """On the event loop: decide reads these fields before its first await, so a batch sees one set."""
         live = catalog.live
         dispatcher.campaigns = live.campaigns
         dispatcher.rules = live.campaign_file.contact_rules
@@ -44,17 +44,15 @@ def build() -> ServiceContext:
         metrics.LIVE_CAMPAIGNS.labels("file").set(len(live.campaign_file.campaigns))
         metrics.LIVE_CAMPAIGNS.labels("console").set(len(live.console))
 
-    def refresh() -> None:
-        if catalog.refresh():
+    async def reload_campaigns() -> None:
+        """Read the sources in a thread (SQL, file); swap on the event loop, where decide runs."""
+        if await asyncio.to_thread(catalog.refresh):
             apply_live_campaigns()
 
     apply_live_campaigns()
     token = settings.console_token.get_secret_value() if settings.console_token else None
-    ConsoleApi(context.app, catalog, token, context.redis, settings.redis_key_prefix, on_change=refresh)
-
-    @context.app.timer(settings.campaign_refresh_s)
-    async def reload_campaigns() -> None:
-        await asyncio.to_thread(refresh)
+    ConsoleApi(context.app, catalog, token, context.redis, settings.redis_key_prefix, on_change=reload_campaigns)
+    context.app.timer(settings.campaign_refresh_s)(reload_campaigns)
 
     context.add_stage(Stage(SERVICE, SCORES, avro_decoder(context.codec, CustomerScores), dispatcher.decide,
                             context.publisher, context.dead_letters, after_flush=dispatcher.after_flush))

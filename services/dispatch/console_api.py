@@ -20,7 +20,7 @@ import hmac
 import json
 import math
 import re
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from typing import Any
 
 import faust
@@ -39,7 +39,7 @@ class ConsoleApi:
     """Registers the campaign views on a faust app; `on_change` applies a change to this worker."""
 
     def __init__(self, app: faust.App, catalog: CampaignCatalog, token: str | None, redis: Any, key_prefix: str,
-                 on_change: Callable[[], None]) -> None:
+                 on_change: Callable[[], Awaitable[None]]) -> None:
         self.catalog, self.token, self.redis, self.key_prefix, self.on_change = catalog, token, redis, key_prefix, on_change
         api = self
 
@@ -74,7 +74,7 @@ class ConsoleApi:
                 except pydantic.ValidationError as exc:
                     return api.error(self, 422, f"invalid campaign: {validation_problems(exc)}")
                 change = await asyncio.to_thread(api.catalog.store.put, campaign, actor)
-                await asyncio.to_thread(api.on_change)
+                await api.on_change()
                 return self.json({"campaign": campaign.model_dump(mode="json"), "action": change.action,
                                   "revision": change.revision}, status=201 if change.action == "created" else 200)
 
@@ -85,7 +85,7 @@ class ConsoleApi:
                 change = await asyncio.to_thread(api.catalog.store.delete, campaign_id, actor)
                 if change is None:
                     return api.error(self, 404, f"no console campaign {campaign_id!r}")
-                await asyncio.to_thread(api.on_change)
+                await api.on_change()
                 return self.json({"action": change.action, "revision": change.revision})
 
         class History(View):
