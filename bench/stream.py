@@ -106,10 +106,14 @@ def decisions_topics() -> list[str]:
 
 def run_services(settings: Settings, work_dir: Path, names: Sequence[str], workers: int = 1) -> ServiceRunner:
     runner = ServiceRunner(settings, work_dir / "logs")
-    for name in names:
-        for instance in range(workers):
-            runner.start(name, instance=f"-{instance}", wait=False)
-    runner.wait_all_ready()
+    try:
+        for name in names:
+            for instance in range(workers):
+                runner.start(name, instance=f"-{instance}", wait=False)
+        runner.wait_all_ready()
+    except BaseException:
+        runner.stop_all()  # one that failed to start must not leave the others running
+        raise
     return runner
 
 
