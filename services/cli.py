@@ -261,7 +261,7 @@ def uplift_report() -> None:
     from services.dispatch.uplift import uplift
 
     settings = load_settings()
-    live = _live_campaigns()
+    live = _live_campaigns(settings)
 
     async def reports() -> list:  # type: ignore[type-arg]
         redis = aioredis.from_url(settings.redis_url.get_secret_value())
@@ -281,11 +281,10 @@ def uplift_report() -> None:
     console.print(table)
 
 
-def _live_campaigns():  # type: ignore[no-untyped-def]
+def _live_campaigns(settings):  # type: ignore[no-untyped-def]
     from services.dispatch.campaign_catalog import CampaignCatalog
     from services.dispatch.campaign_store import CampaignStore
 
-    settings = load_settings()
     return CampaignCatalog(settings.campaigns_file, CampaignStore(settings.database_url.get_secret_value())).live
 
 
@@ -305,7 +304,7 @@ def campaigns_check(path: Path = typer.Argument(..., help="a campaigns YAML file
 @campaigns_app.command("list")
 def campaigns_list() -> None:
     """The live campaigns (CIPHERSTREAM_CAMPAIGNS_FILE plus the console's, in DATABASE_URL)."""
-    live = _live_campaigns()
+    live = _live_campaigns(load_settings())
     table = Table(title=f"Live campaigns (console revision {live.version[1]})")
     for column in ("campaign", "source", "product", "value", "priority", "triggers", "channels", "holdout"):
         table.add_column(column)

@@ -52,7 +52,8 @@ class RankTable:
         self.weights = weights
         columns = self.campaigns
         self._products = sorted({campaign.product for campaign in columns})
-        self._product_of = np.array([self._products.index(c.product) for c in columns], dtype=np.intp)
+        self._product_column = {product: index for index, product in enumerate(self._products)}
+        self._product_of = np.array([self._product_column[c.product] for c in columns], dtype=np.intp)
         self._min_age = np.array([c.eligibility.min_age for c in columns], dtype=np.float64)
         self._max_age = np.array([c.eligibility.max_age for c in columns], dtype=np.float64)
         self._min_propensity = np.array([c.eligibility.min_propensity for c in columns], dtype=np.float64)
@@ -109,13 +110,12 @@ class RankTable:
         if not batch or not self.campaigns:
             return [iter(()) for _ in batch]
         propensities = np.full((len(batch), len(self._products)), np.nan)
-        product_column = {product: index for index, product in enumerate(self._products)}
         score_of: list[dict[str, ProductScore]] = []
         for row, scores in enumerate(batch):
             by_product = {score.product: score for score in scores.scores}
             score_of.append(by_product)
             for product, score in by_product.items():
-                column = product_column.get(product)
+                column = self._product_column.get(product)
                 if column is not None:
                     propensities[row, column] = score.propensity
         per_campaign = propensities[:, self._product_of]  # events x campaigns; NaN: no score

@@ -8,6 +8,7 @@ state is refused and the last good campaigns stay live (logged and counted).
 """
 from __future__ import annotations
 
+import functools
 import logging
 from dataclasses import dataclass
 from pathlib import Path
@@ -27,11 +28,12 @@ class LiveCampaigns:
     console: tuple[Campaign, ...]
     version: tuple[int, int]  # (file mtime in ns, store revision)
 
-    @property
+    # Derived once per reload: the API reads them per request, dispatch per reload.
+    @functools.cached_property
     def campaigns(self) -> tuple[Campaign, ...]:
         return self.campaign_file.campaigns + self.console
 
-    @property
+    @functools.cached_property
     def file_ids(self) -> frozenset[str]:
         return frozenset(campaign.campaign_id for campaign in self.campaign_file.campaigns)
 
