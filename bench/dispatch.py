@@ -99,7 +99,7 @@ async def run(redis_url: str, customers: int, decisions: int) -> dict[str, float
     for start in range(BATCH, decisions, BATCH):
         at = time.perf_counter()
         results = await dispatcher.decide(events[start:start + BATCH])
-        await dispatcher.after_flush()
+        await dispatcher.take_confirmation()()
         latencies.append(time.perf_counter() - at)
         for result in results:
             kind = type(result[0].message).__name__ if result else "none"

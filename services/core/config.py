@@ -54,8 +54,6 @@ class Settings(BaseSettings):
     # Batching of the hot path: at most this many events per batch, waiting at most this long.
     batch_max_events: int = Field(default=500, ge=1)
     batch_window_s: float = Field(default=0.01, gt=0)
-    # How long the producer waits to fill a batch: a little latency for much less per-message cost.
-    producer_linger_ms: int = Field(default=2, ge=0, le=1000)
     # Upper bound on one consumer fetch; see core/faust_transport.py for why it is low by default.
     fetch_max_wait_ms: int = Field(default=10, ge=1, le=30_000)
     # Local runs: faust's default group join can sit for 30 s, so lower the rebalance timeouts.

@@ -5,9 +5,9 @@ one aiokafka consumer over the service's input topics on each cluster it reads (
 and the exchange cluster for `exchange.*` topics when EXCHANGE_BOOTSTRAP_SERVERS names one), read in batches. For each batch it
 decodes every message (a bad one goes to `dlq.<topic>` with its bytes and the reason), hands
 each topic's decoded batch to that stage's handler (pure logic plus Redis), publishes what the
-handler returns, waits until the broker has acknowledged all of it, and only then commits the
-offsets. A crash before the commit replays the batch: at-least-once delivery, with idempotent
-processing downstream.
+handler returns and, while the next batch is processed, waits until the broker has acknowledged
+all of it and only then commits the offsets. A crash before the commit replays the batch:
+at-least-once delivery, with idempotent processing downstream.
 
 Why not faust's own streams: measured on this machine, `stream.take_events` tops out at about
 9,300 events/s with no work at all, against 48,500/s for a batched aiokafka consume-and-produce
@@ -16,6 +16,7 @@ loop; a stage must reach half of the latter. faust stays the framework around it
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import functools
 import logging
 import random
@@ -189,7 +190,8 @@ class Publisher:
         producer = self._producers.get(servers)
         if producer is None:
             producer = AIOKafkaProducer(
-                bootstrap_servers=servers, acks="all", linger_ms=self.settings.producer_linger_ms,
+                # No linger: the stage builds whole batches itself and ships them at flush.
+                bootstrap_servers=servers, acks="all", linger_ms=0,
                 max_batch_size=512 * 1024, max_request_size=4 * 1024 * 1024,
                 # Tansu fails idempotent producers; at-least-once plus idempotent processing instead.
                 enable_idempotence=False,
@@ -250,24 +252,45 @@ class Publisher:
         self._pending.append(await self._producers[servers].send_batch(batch, full_topic, partition=partition))
 
     def discard_pending(self) -> None:
-        """Forget the deliveries of a failed batch (it will be replayed); their errors are retrieved, not raised."""
-        for future in self._pending:
-            future.add_done_callback(lambda done: done.cancelled() or done.exception())
-        self._pending.clear()
+        """Forget what a failed batch queued (it will be replayed); errors of what it shipped are retrieved, not raised."""
+        Shipment(self.service, self._pending, {}).abandon()
+        self._pending = []
         self._open.clear()
         self._sent_per_topic.clear()
         self._partitions.clear()  # a failure may have been a partition change: look them up again
 
-    async def flush(self) -> None:
-        """Ship every open batch and wait until the broker has acknowledged everything sent so far."""
+    async def ship(self) -> Shipment:
+        """Hand every open batch to the producer; the shipment says when the broker has them all."""
         for slot in list(self._open):
             await self._ship(slot)
-        pending, self._pending = self._pending, []
-        if pending:
-            await asyncio.gather(*pending)
-        for topic, count in self._sent_per_topic.items():
+        shipment = Shipment(self.service, self._pending, self._sent_per_topic)
+        self._pending, self._sent_per_topic = [], {}
+        return shipment
+
+    async def flush(self) -> None:
+        """Ship everything queued and wait until the broker has acknowledged it."""
+        await (await self.ship()).delivered()
+
+
+@dataclass
+class Shipment:
+    """The deliveries of one batch's output."""
+
+    service: str
+    deliveries: list[asyncio.Future[Any]]
+    sent_per_topic: dict[str, int]
+
+    async def delivered(self) -> None:
+        """Wait for the broker's acknowledgement of every message; raise if any failed."""
+        if self.deliveries:
+            await asyncio.gather(*self.deliveries)
+        for topic, count in self.sent_per_topic.items():
             metrics.EVENTS_OUT.labels(self.service, topic).inc(count)
-        self._sent_per_topic.clear()
+
+    def abandon(self) -> None:
+        """The batch will be replayed: retrieve the deliveries' errors so none is reported as unhandled."""
+        for future in self.deliveries:
+            future.add_done_callback(lambda done: done.cancelled() or done.exception())
 
 
 @functools.lru_cache(maxsize=1 << 18)
@@ -313,8 +336,9 @@ class Stage(Generic[M]):
     handle: Handler[M]
     publisher: Publisher
     dead_letters: DeadLetters
-    # Called once the broker has acknowledged the batch's output (e.g. mark offers as sent).
-    after_flush: Callable[[], Awaitable[None]] | None = None
+    # Called as a batch's output is shipped; returns the work to do once the broker has
+    # acknowledged that output (e.g. mark the batch's offers as sent).
+    take_confirmation: Callable[[], Callable[[], Awaitable[None]]] | None = None
 
     async def process(self, records: Sequence[ConsumerRecord[bytes, bytes]], sample_ratio: float = 1.0) -> None:
         """Decode, handle and publish one batch (the caller flushes and commits)."""
@@ -388,9 +412,13 @@ class Stage(Generic[M]):
 class StageRunner(mode.Service):
     """The service's hot path: one consumer over every stage's topic, batch by batch.
 
-    Per batch: each topic's records go to its stage, then one flush waits for the broker to
-    acknowledge every output, then the stages' `after_flush` hooks run, then the offsets are
-    committed. Commit-after-flush is what makes delivery at-least-once.
+    Per batch: each topic's records go to its stage and the outputs are shipped. The batch is
+    then settled while the next one is processed (at once if a stage must confirm its outputs):
+    once the broker has acknowledged every output, the stages' confirmations run and the offsets
+    are committed. Commit-after-acknowledgement is
+    what makes delivery at-least-once; overlapping it with the next batch keeps the stage busy
+    instead of waiting two round trips per batch (measured at 2,000 events/s: acknowledgement
+    and commit were ~10 ms of every ~25 ms batch cycle).
     """
 
     def __init__(self, settings: Settings, service: str, publisher: Publisher, **kwargs: Any) -> None:
@@ -462,49 +490,86 @@ class StageRunner(mode.Service):
     async def _consume(self, consumer: AIOKafkaConsumer) -> None:
         window_ms = int(self.settings.batch_window_s * 1000)
         backoff_s = RETRY_BACKOFF_FIRST_S
+        unsettled: ProcessedBatch | None = None  # processed and shipped, not yet acknowledged and committed
         while not self.should_stop:
             batches = await consumer.getmany(timeout_ms=window_ms, max_records=self.settings.batch_max_events)
-            if not batches:
-                continue
+            processed: ProcessedBatch | None = None
             try:
                 async with self._one_batch:
-                    await self.process(consumer, batches)
+                    if batches:
+                        processed = await self.process(batches)
+                    if unsettled is not None:
+                        await self.settle(consumer, unsettled)
+                        unsettled = None
+                    if processed is not None and processed.confirmations:
+                        # A batch whose outputs need confirming once delivered (offers marked sent) is
+                        # settled at once: between the broker having an offer and Redis knowing it, a
+                        # crash makes the replay send that offer again, so that window stays one round trip.
+                        await self.settle(consumer, processed)
+                        processed = None
             except TRANSIENT_ERRORS as error:
-                # Nothing of this batch is committed: go back to its start and try again later.
-                # Outputs that did reach the broker are sent again (at-least-once; consumers are idempotent).
+                # Nothing since the last settled batch is committed: go back to the oldest uncommitted
+                # record of each partition and try again later. Outputs that did reach the broker are
+                # sent again (at-least-once; consumers are idempotent).
                 self.degraded = True
                 self.publisher.discard_pending()
-                for partition, records in batches.items():
-                    consumer.seek(partition, records[0].offset)
+                replay_from = {partition: records[0].offset for partition, records in batches.items()}
+                for earlier in (processed, unsettled):
+                    if earlier is not None:
+                        earlier.shipment.abandon()
+                        replay_from |= earlier.first_offsets
+                for partition, offset in replay_from.items():
+                    consumer.seek(partition, offset)
+                unsettled = None
                 log.warning("transient failure, batch will be replayed",
                             extra=facts(service=self.service, error=type(error).__name__, backoff_s=backoff_s))
                 await asyncio.sleep(backoff_s)
                 backoff_s = min(backoff_s * 2, RETRY_BACKOFF_MAX_S)
                 continue
-            if self.degraded:
+            unsettled = processed
+            if self.degraded and processed is not None:
                 log.info("recovered", extra=facts(service=self.service))
-            self.degraded = False
-            backoff_s = RETRY_BACKOFF_FIRST_S
+                self.degraded = False
+                backoff_s = RETRY_BACKOFF_FIRST_S
+        if unsettled is not None:  # stopping: settle the last batch rather than replay it on restart
+            with contextlib.suppress(*TRANSIENT_ERRORS):
+                await self.settle(consumer, unsettled)
 
-    async def process(self, consumer: AIOKafkaConsumer,
-                      batches: dict[TopicPartition, list[ConsumerRecord[bytes, bytes]]]) -> None:
+    async def process(self, batches: dict[TopicPartition, list[ConsumerRecord[bytes, bytes]]]) -> ProcessedBatch:
+        """Decode, handle and ship one batch; it is settled later (`settle`)."""
         by_topic: dict[str, list[ConsumerRecord[bytes, bytes]]] = {}
         for partition, records in batches.items():
             by_topic.setdefault(partition.topic, []).extend(records)
         for topic, records in by_topic.items():
             await self.stages[topic].process(records, self.sample_ratio)
-        await self.publisher.flush()
-        for topic in by_topic:
-            hook = self.stages[topic].after_flush
-            if hook is not None:
-                await hook()
-        await consumer.commit({partition: records[-1].offset + 1 for partition, records in batches.items()})
+        confirmations = [take() for take in (self.stages[topic].take_confirmation for topic in by_topic) if take is not None]
+        return ProcessedBatch(
+            shipment=await self.publisher.ship(), confirmations=confirmations,
+            first_offsets={partition: records[0].offset for partition, records in batches.items()},
+            next_offsets={partition: records[-1].offset + 1 for partition, records in batches.items()},
+        )
+
+    async def settle(self, consumer: AIOKafkaConsumer, batch: ProcessedBatch) -> None:
+        """Once the broker has the batch's output: run its confirmations, then commit its offsets."""
+        await batch.shipment.delivered()
+        for confirm in batch.confirmations:
+            await confirm()
+        await consumer.commit(batch.next_offsets)
         self.batches += 1
-        for partition in batches:
+        for partition, position in batch.next_offsets.items():
             highwater = consumer.highwater(partition)
             if highwater is not None:
-                position = batches[partition][-1].offset + 1
                 metrics.CONSUMER_LAG.labels(self.service, partition.topic, str(partition.partition)).set(max(0, highwater - position))
+
+
+@dataclass
+class ProcessedBatch:
+    """A batch whose output is shipped but not yet known to be delivered."""
+
+    shipment: Shipment
+    confirmations: list[Callable[[], Awaitable[None]]]
+    first_offsets: dict[TopicPartition, int]  # where a replay of this batch starts
+    next_offsets: dict[TopicPartition, int]  # what to commit once it is delivered
 
 
 def stage_group_id(settings: Settings, service: str) -> str:

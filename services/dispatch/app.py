@@ -55,7 +55,7 @@ def build() -> ServiceContext:
     context.app.timer(settings.campaign_refresh_s)(reload_campaigns)
 
     context.add_stage(Stage(SERVICE, SCORES, avro_decoder(context.codec, CustomerScores), dispatcher.decide,
-                            context.publisher, context.dead_letters, after_flush=dispatcher.after_flush))
+                            context.publisher, context.dead_letters, take_confirmation=dispatcher.take_confirmation))
     context.add_stage(Stage(SERVICE, RESPONSES, avro_decoder(context.codec, OfferResponse), dispatcher.learn_responses,
                             context.publisher, context.dead_letters))
     return context

@@ -11,6 +11,7 @@ import datetime as dt
 import functools
 import hashlib
 import string
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 
 import redis.asyncio as aioredis
@@ -178,10 +179,12 @@ class Dispatcher:
         metrics.EVENT_TO_OFFER_SECONDS.labels(candidate.channel).observe(max(0, decided_at_ms - scores.received_at_ms) / 1000)
         return Outbound(offers_topic(candidate.channel), scores.customer_id, offer)
 
-    async def after_flush(self) -> None:
-        """The broker has every offer of the batch: mark their idempotency keys sent, count them treated."""
+    def take_confirmation(self) -> Callable[[], Awaitable[None]]:
+        """Called as a batch's offers are shipped: what to do once the broker has them (mark their
+        idempotency keys sent, count them treated). Bound to this batch's offers only, since the
+        next batch is decided before this one is acknowledged."""
         reserved, self._reserved = self._reserved, []
-        await self.policy.confirm_sent(reserved)
+        return functools.partial(self.policy.confirm_sent, reserved)
 
 
 def _pre_check(scores: CustomerScores) -> str | None:

@@ -46,7 +46,7 @@ async def _dispatcher(settings: Settings, campaigns: tuple[Campaign, ...], rules
 
 async def _decide(dispatcher: Dispatcher, *scores: CustomerScores) -> list[Offer | Suppression | None]:
     results = await dispatcher.decide([_inbound(s) for s in scores])
-    await dispatcher.after_flush()
+    await dispatcher.take_confirmation()()
     return [result[0].message if result else None for result in results]  # type: ignore[index, union-attr]
 
 
@@ -135,7 +135,7 @@ async def test_replays_and_duplicates_never_make_a_second_offer(settings: Settin
     assert isinstance(again, Suppression) and again.reason == "already_offered"
     # A worker that died after reserving but before the broker had the offer re-emits the same offer id.
     results = await dispatcher.decide([_inbound(_scores("e3", customer_id="C7"))])
-    dispatcher._reserved.clear()  # the crash: after_flush never ran
+    dispatcher._reserved.clear()  # the crash: the confirmation never ran
     [[first]] = results
     [resent] = await _decide(dispatcher, _scores("e3", customer_id="C7"))
     assert isinstance(resent, Offer) and resent.offer_id == first.message.offer_id
