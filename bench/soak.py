@@ -23,7 +23,7 @@ from pathlib import Path
 import numpy as np
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
 
-from bench.common import parse_args, write_results
+from bench.common import parse_args, process_cpu_s, write_results
 from bench.stream import PARTITIONS, fresh_settings, preload, run_services, wait_outputs
 from services.core.avro import AvroCodec, SchemaStore
 from services.core.kafka import all_topic_names, create_topics
@@ -51,13 +51,6 @@ def rss_mb(pid: int) -> float:
             if line.startswith("VmRSS:"):
                 return int(line.split()[1]) / 1024
     return float("nan")
-
-
-def cpu_s(pid: int) -> float:
-    """User + system CPU seconds the process has used."""
-    with open(f"/proc/{pid}/stat") as stat:
-        fields = stat.read().rsplit(")", 1)[1].split()
-    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
 def lag(runner: ServiceRunner) -> float:
@@ -126,8 +119,8 @@ async def _drive(settings, runner: ServiceRunner, population, minutes: float, st
             series.append({"t_s": round(elapsed, 1), "lag": lag(runner), "scores_seen": len(latencies),
                            "rss_mb": round(sum(rss_mb(m.process.pid) for m in runner.running.values()), 1),
                            # CPU used so far by the services, the broker and Redis: where time goes as it runs
-                           "services_cpu_s": round(sum(cpu_s(m.process.pid) for m in runner.running.values()), 1)}
-                          | {f"{name}_cpu_s": round(cpu_s(pid), 1) for name, pid in stack_pids.items()})
+                           "services_cpu_s": round(sum(process_cpu_s(m.process.pid) for m in runner.running.values()), 1)}
+                          | {f"{name}_cpu_s": round(process_cpu_s(pid), 1) for name, pid in stack_pids.items()})
             next_sample += SAMPLE_S
         await asyncio.sleep(max(0.0, started + sent / RATE_PER_S - time.monotonic()))
     await producer.stop()

@@ -9,6 +9,11 @@
   reaching Kafka to its offer reaching Kafka (target <= 50 ms).
 - scaleout_2w_ratio: the pipeline with two worker processes per service over one (target >= 1.7).
 
+Also, to read the misses against (same run): raw_hop_p99_ms_at_2000, one batched aiokafka
+consume -> produce -> commit hop at 2,000 events/s (the pipeline has three such hops), and
+pipeline_cores_used, the CPU every process (services, broker, Redis) used per second of the
+one-worker pipeline run: at 2 it has no core left for a second worker to use.
+
 Traces are sampled at 1 % as in production (OTEL_TRACES_SAMPLER=parentbased_traceidratio,
 OTEL_TRACES_SAMPLER_ARG=0.01), unless the environment says otherwise.
 
@@ -27,7 +32,7 @@ from pathlib import Path
 import numpy as np
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
 
-from bench.common import parse_args, write_results
+from bench.common import parse_args, process_cpu_s, write_results
 from services.core.avro import AvroCodec, SchemaStore
 from services.core.catalog import CHANNELS, offers_topic
 from services.core.clients import Record, consume
@@ -138,7 +143,9 @@ async def staged(env: dict[str, str], work_dir: Path, customers: int, events: in
     return results
 
 
-async def pipeline(env: dict[str, str], work_dir: Path, customers: int, events: int, workers: int) -> float:
+async def pipeline(env: dict[str, str], work_dir: Path, customers: int, events: int, workers: int,
+                   stack_pids: Sequence[int]) -> tuple[float, float]:
+    """Events per second through the pipeline, and the CPU cores all its processes used meanwhile."""
     settings = fresh_settings(env, work_dir)
     await create_topics(settings.kafka_bootstrap_servers, all_topic_names(settings), PARTITIONS)
     population = make_population(customers)
@@ -146,9 +153,58 @@ async def pipeline(env: dict[str, str], work_dir: Path, customers: int, events: 
                   list(customer_records(population, int(time.time() * 1000))) + list(event_records(population, events)))
     runner = run_services(settings, work_dir, ["ingest", "scoring", "dispatch"], workers)
     try:
-        return rate(await wait_outputs(settings, decisions_topics(), events))
+        pids = [*stack_pids, *(managed.process.pid for managed in runner.running.values())]
+        cpu_before, started = sum(map(process_cpu_s, pids)), time.monotonic()
+        decisions = await wait_outputs(settings, decisions_topics(), events)
+        cores = (sum(map(process_cpu_s, pids)) - cpu_before) / (time.monotonic() - started)
+        return rate(decisions), cores
     finally:
         runner.stop_all()
+
+
+async def raw_hop_latency(settings: Settings, rate_per_s: float, duration_s: float) -> float:
+    """p99 ms of one batched aiokafka consume -> produce -> commit hop, events offered at a steady rate
+    (the first seconds, while the consumer joins its group, are left out)."""
+    source, sink = settings.topic("hop.in"), settings.topic("hop.out")
+    await create_topics(settings.kafka_bootstrap_servers, [source, sink], PARTITIONS)
+    bootstrap = settings.kafka_bootstrap_servers
+    consumer = AIOKafkaConsumer(source, bootstrap_servers=bootstrap, group_id=f"{source}g", auto_offset_reset="earliest",
+                                enable_auto_commit=False, fetch_max_wait_ms=settings.fetch_max_wait_ms, max_poll_records=500)
+    producer = AIOKafkaProducer(bootstrap_servers=bootstrap, acks="all", enable_idempotence=False)
+    stop = asyncio.Event()
+
+    async def hop() -> None:
+        while not stop.is_set():
+            batches = await consumer.getmany(timeout_ms=10, max_records=500)
+            futures = [await producer.send(sink, value=message.value, key=message.key)
+                       for messages in batches.values() for message in messages]
+            await asyncio.gather(*futures)
+            if batches:
+                await consumer.commit({partition: messages[-1].offset + 1 for partition, messages in batches.items()})
+
+    await consumer.start()
+    await producer.start()
+    task = asyncio.create_task(hop())
+    try:
+        count = int(rate_per_s * duration_s)
+        per_tick = max(1, int(rate_per_s * 0.01))
+        started = time.monotonic()
+        for index in range(0, count, per_tick):
+            for offset in range(index, index + per_tick):
+                await producer.send(source, value=b"x" * 300, key=str(offset).encode())
+            await asyncio.sleep(max(0.0, started + (index + per_tick) / rate_per_s - time.monotonic()))
+        await producer.flush()
+        records = await consume(bootstrap, [source, sink], until=lambda got: len(got) >= 2 * count, timeout_s=60)
+    finally:
+        stop.set()
+        await task
+        await consumer.stop()
+        await producer.stop()
+    sent = {record.key: record.timestamp_ms for record in records if record.topic == source}
+    settled_from = min(sent.values()) + 5_000
+    latencies = [record.timestamp_ms - sent[record.key] for record in records
+                 if record.topic == sink and sent.get(record.key, 0) > settled_from]
+    return float(np.percentile(latencies, 99))
 
 
 async def latency_at(env: dict[str, str], work_dir: Path, customers: int, rate_per_s: float, duration_s: float) -> float:
@@ -195,10 +251,13 @@ async def main_async(quick: bool) -> dict[str, float]:
         metrics: dict[str, float] = {"raw_passthrough_per_s": await raw_passthrough(fresh_settings(env, work_dir), raw_records)}
         metrics |= await staged(env, work_dir, customers, events)
         metrics["stage_ratio_min"] = min(metrics[f"{name}_per_s"] for name in ("ingest", "scoring", "dispatch")) / metrics["raw_passthrough_per_s"]
-        one_worker = await pipeline(env, work_dir, customers, events, workers=1)
+        stack_pids = [managed.process.pid for managed in stack.processes]
+        one_worker, metrics["pipeline_cores_used"] = await pipeline(env, work_dir, customers, events, 1, stack_pids)
         metrics["pipeline_per_s"] = one_worker
         metrics["p99_ms_at_2000"] = await latency_at(env, work_dir, customers, 2000.0, 5.0 if quick else 15.0)
-        metrics["scaleout_2w_ratio"] = await pipeline(env, work_dir, customers, events, workers=2) / one_worker
+        metrics["raw_hop_p99_ms_at_2000"] = await raw_hop_latency(fresh_settings(env, work_dir), 2000.0, 8.0 if quick else 15.0)
+        two_workers, _ = await pipeline(env, work_dir, customers, events, 2, stack_pids)
+        metrics["scaleout_2w_ratio"] = two_workers / one_worker
     return metrics
 
 

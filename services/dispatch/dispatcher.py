@@ -196,23 +196,26 @@ def _pre_check(scores: CustomerScores) -> str | None:
     return None
 
 
+SUPPRESSION_DETAILS = {
+    "unknown_customer": "no profile for this customer yet",
+    "no_consent": "customer has not consented to marketing",
+    "frequency_cap": "customer reached today's contact cap",
+    "channel_frequency_cap": "every eligible channel reached today's cap",
+    "already_offered": "every eligible campaign was already offered in this window",
+    "weekly_cap": "customer reached this week's contact cap",
+    "quiet_hours": "inside the customer's quiet hours",
+    "opted_out": "customer opted out of marketing",
+    "suppression_list": "customer is on the suppression list",
+    "budget_exhausted": "every eligible campaign's budget is spent",
+    "holdout": "customer is in the campaign's control group: scored, not contacted",
+}
+
+
 def _suppression(scores: CustomerScores, reason: str, decided_at_ms: int, campaign_id: str | None = None) -> Outbound:
     metrics.SUPPRESSIONS.labels(reason).inc()
-    details = {
-        "unknown_customer": "no profile for this customer yet",
-        "no_consent": "customer has not consented to marketing",
-        "no_eligible_campaign": f"no active campaign is eligible for trigger {scores.event_type}",
-        "frequency_cap": "customer reached today's contact cap",
-        "channel_frequency_cap": "every eligible channel reached today's cap",
-        "already_offered": "every eligible campaign was already offered in this window",
-        "weekly_cap": "customer reached this week's contact cap",
-        "quiet_hours": "inside the customer's quiet hours",
-        "opted_out": "customer opted out of marketing",
-        "suppression_list": "customer is on the suppression list",
-        "budget_exhausted": "every eligible campaign's budget is spent",
-        "holdout": "customer is in the campaign's control group: scored, not contacted",
-    }
+    detail = (f"no active campaign is eligible for trigger {scores.event_type}" if reason == "no_eligible_campaign"
+              else SUPPRESSION_DETAILS.get(reason, reason))
     return Outbound(SUPPRESSIONS_TOPIC, scores.customer_id, Suppression(
         event_id=scores.event_id, customer_id=scores.customer_id, campaign_id=campaign_id, channel=None, reason=reason,
-        detail=details.get(reason, reason), decided_at_ms=decided_at_ms,
+        detail=detail, decided_at_ms=decided_at_ms,
     ))
