@@ -52,7 +52,7 @@ class Settings(BaseSettings):
     log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"
 
     # Batching of the hot path: at most this many events per batch, waiting at most this long.
-    batch_max_events: int = Field(default=500, ge=1)
+    batch_max_events: int = Field(default=1000, ge=1)
     batch_window_s: float = Field(default=0.01, gt=0)
     # Upper bound on one consumer fetch; see core/faust_transport.py for why it is low by default.
     fetch_max_wait_ms: int = Field(default=10, ge=1, le=30_000)

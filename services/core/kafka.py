@@ -17,7 +17,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import functools
 import logging
 import random
 import time
@@ -293,10 +292,8 @@ class Shipment:
             future.add_done_callback(lambda done: done.cancelled() or done.exception())
 
 
-@functools.lru_cache(maxsize=1 << 18)
 def key_partition_index(key: bytes, partitions: int) -> int:
-    """The index of a key's partition, as Kafka's default partitioner picks it (murmur2); cached
-    because the same customers recur and murmur2 in Python costs more than the lookup.
+    """The index of a key's partition, as Kafka's default partitioner picks it (murmur2).
 
     >>> from aiokafka.partitioner import DefaultPartitioner
     >>> key_partition_index(b"C0000001", 4) == DefaultPartitioner()(b"C0000001", [0, 1, 2, 3], [0, 1, 2, 3])
