@@ -92,8 +92,6 @@ def write_customer_scores(message: CustomerScores) -> bytes:
     return b"".join(parts)
 
 
-
-
 # message class -> (fingerprint of the schema the writer follows, writer)
 FAST_WRITERS: dict[type[Any], tuple[str, Callable[[Any], bytes]]] = {
     CustomerScores: ("8531d341c816c446c97ed856a8c94bf2f5174a292231b1892b8fb482159efb4b", write_customer_scores),

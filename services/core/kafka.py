@@ -161,13 +161,13 @@ Handler = Callable[[list[Inbound[M]]], Awaitable[list[HandlerResult]]]
 
 
 class Publisher:
-    """Encodes messages into per-partition record batches and ships them on `flush`.
+    """Encodes messages into per-partition record batches and ships them at the end of a batch (`ship`).
 
     Messages are appended straight into aiokafka's record-batch builders (one per topic
-    partition) rather than sent one `producer.send()` at a time: measured on the scoring stage,
-    the per-message send path (a coroutine, a future and an accumulator lookup each) cost more
-    than scoring the event. Partitions are chosen as aiokafka's (and Java's) default partitioner
-    does, murmur2 of the key, so every producer of a topic agrees on where a customer lives.
+    partition) rather than sent one `producer.send()` at a time, which cost every message a
+    coroutine, a future and an accumulator lookup. Partitions are chosen as aiokafka's (and
+    Java's) default partitioner does, murmur2 of the key, so every producer of a topic agrees on
+    where a customer lives.
     """
 
     def __init__(self, settings: Settings, codec: AvroCodec, service: str) -> None:
@@ -189,7 +189,7 @@ class Publisher:
         producer = self._producers.get(servers)
         if producer is None:
             producer = AIOKafkaProducer(
-                # No linger: the stage builds whole batches itself and ships them at flush.
+                # No linger: the stage builds whole batches itself and ships them at the end of each batch.
                 bootstrap_servers=servers, acks="all", linger_ms=0,
                 max_batch_size=512 * 1024, max_request_size=4 * 1024 * 1024,
                 # Tansu fails idempotent producers; at-least-once plus idempotent processing instead.
@@ -266,10 +266,6 @@ class Publisher:
         self._pending, self._sent_per_topic = [], {}
         return shipment
 
-    async def flush(self) -> None:
-        """Ship everything queued and wait until the broker has acknowledged it."""
-        await (await self.ship()).delivered()
-
 
 @dataclass
 class Shipment:
@@ -338,7 +334,7 @@ class Stage(Generic[M]):
     take_confirmation: Callable[[], Callable[[], Awaitable[None]]] | None = None
 
     async def process(self, records: Sequence[ConsumerRecord[bytes, bytes]], sample_ratio: float = 1.0) -> None:
-        """Decode, handle and publish one batch (the caller flushes and commits)."""
+        """Decode, handle and publish one batch (the runner ships and settles it)."""
         started = time.perf_counter()
         started_ns = time.time_ns()
         metrics.EVENTS_IN.labels(self.service, self.topic).inc(len(records))
@@ -429,7 +425,7 @@ class StageRunner(mode.Service):
         self.batches = 0
         # True while a part (Redis, Kafka) is failing and batches are being replayed; /readyz says 503.
         self.degraded = False
-        # One batch at a time across clusters: the publisher's flush and replay cover one batch.
+        # One batch at a time across clusters: the publisher's open batches and a replay cover one batch.
         self._one_batch = asyncio.Lock()
         # Whether every cluster answered the last metadata probe (an idle consumer keeps its
         # assignment when the broker dies, so readiness asks the broker itself).
