@@ -520,7 +520,7 @@ class StageRunner(mode.Service):
                 backoff_s = min(backoff_s * 2, RETRY_BACKOFF_MAX_S)
                 continue
             unsettled = processed
-            if self.degraded and processed is not None:
+            if self.degraded and batches:  # a batch went through (dispatch's is settled already: processed is None)
                 log.info("recovered", extra=facts(service=self.service))
                 self.degraded = False
                 backoff_s = RETRY_BACKOFF_FIRST_S

@@ -6,6 +6,8 @@ from __future__ import annotations
 import asyncio
 from typing import Any
 
+import pytest
+
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
 
 from services.core.avro import AvroCodec
@@ -28,8 +30,14 @@ async def passthrough(batch: list[Inbound[CustomerEvent]]) -> list[HandlerResult
     return [[Outbound(OUTPUT, inbound.message.customer_id, inbound.message)] for inbound in batch]
 
 
-async def run_stage(settings: Settings, codec: AvroCodec, publisher: Publisher) -> list[Record]:
-    """Feed EVENTS events through a pass-through stage; return its output once all of it is there."""
+async def no_confirmation_work() -> None:
+    return None
+
+
+async def run_stage(settings: Settings, codec: AvroCodec, publisher: Publisher,
+                    confirmed: bool = False) -> tuple[list[Record], StageRunner]:
+    """Feed EVENTS events through a pass-through stage (one that confirms its outputs, as dispatch
+    does, if `confirmed`); return its output once all of it is there, and the stopped runner."""
     await create_topics(settings.kafka_bootstrap_servers, [settings.topic(INPUT), settings.topic(OUTPUT)],
                         settings.topic_partitions)
     producer = AIOKafkaProducer(bootstrap_servers=settings.kafka_bootstrap_servers, enable_idempotence=False)
@@ -43,14 +51,16 @@ async def run_stage(settings: Settings, codec: AvroCodec, publisher: Publisher) 
         await producer.stop()
     runner = StageRunner(settings, SERVICE, publisher)
     runner.add(Stage(SERVICE, INPUT, avro_decoder(codec, CustomerEvent), passthrough, publisher,
-                     DeadLetters(publisher, SERVICE)))
+                     DeadLetters(publisher, SERVICE),
+                     take_confirmation=(lambda: no_confirmation_work) if confirmed else None))
     await runner.start()
     try:
-        return await consume(settings.kafka_bootstrap_servers, [settings.topic(OUTPUT)],
-                             until=lambda got: len(event_ids(codec, got)) >= EVENTS, timeout_s=60)
+        records = await consume(settings.kafka_bootstrap_servers, [settings.topic(OUTPUT)],
+                                until=lambda got: len(event_ids(codec, got)) >= EVENTS, timeout_s=60)
     finally:
         await asyncio.sleep(0.5)  # let the last batch settle before stopping
         await runner.stop()
+    return records, runner
 
 
 def event_ids(codec: AvroCodec, records: list[Record]) -> set[str]:
@@ -72,7 +82,7 @@ async def committed(settings: Settings) -> int:
 
 async def test_outputs_land_on_the_partition_kafkas_default_partitioner_picks(settings: Settings, codec: AvroCodec) -> None:
     settings = settings.model_copy(update={"topic_partitions": 4, "batch_max_events": 50})
-    records = await run_stage(settings, codec, Publisher(settings, codec, SERVICE))
+    records, _ = await run_stage(settings, codec, Publisher(settings, codec, SERVICE))
     reference = AIOKafkaProducer(bootstrap_servers=settings.kafka_bootstrap_servers, enable_idempotence=False)
     await reference.start()
     try:
@@ -102,11 +112,14 @@ class LosesOneBatch(Publisher):
         return Shipment(self.service, [lost], {})
 
 
-async def test_a_batch_that_fails_to_settle_is_replayed_and_nothing_is_lost(settings: Settings, codec: AvroCodec) -> None:
+@pytest.mark.parametrize("confirmed", [False, True], ids=["settled-with-the-next-batch", "settled-at-once"])
+async def test_a_batch_that_fails_to_settle_is_replayed_and_nothing_is_lost(settings: Settings, codec: AvroCodec,
+                                                                           confirmed: bool) -> None:
     settings = settings.model_copy(update={"batch_max_events": 20})
     publisher = LosesOneBatch(settings, codec, SERVICE)
-    records = await run_stage(settings, codec, publisher)
+    records, runner = await run_stage(settings, codec, publisher, confirmed)
     assert publisher.shipments > 3
     # The third batch's output only reached the broker through the replay.
     assert event_ids(codec, records) == {f"e{index}" for index in range(EVENTS)}
     assert await committed(settings) == EVENTS
+    assert not runner.degraded  # recovered: /readyz is 200 again
