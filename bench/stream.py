@@ -79,6 +79,29 @@ async def wait_outputs(settings: Settings, topics: Sequence[str], count: int, ti
                          until=lambda got: len(got) >= count, timeout_s=timeout_s)
 
 
+async def move_batch(consumer: AIOKafkaConsumer, producer: AIOKafkaProducer, sink: str, timeout_ms: int, max_records: int) -> int:
+    """The raw loop's step: read a batch, produce it all to `sink`, wait for the acks, commit; how many moved."""
+    batches = await consumer.getmany(timeout_ms=timeout_ms, max_records=max_records)
+    futures = [await producer.send(sink, value=message.value, key=message.key)
+               for messages in batches.values() for message in messages]
+    await asyncio.gather(*futures)
+    if batches:
+        await consumer.commit({partition: messages[-1].offset + 1 for partition, messages in batches.items()})
+    return len(futures)
+
+
+async def offer_steadily(producer: AIOKafkaProducer, topic: str, records: Sequence[tuple[bytes, bytes]],
+                         rate_per_s: float) -> None:
+    """Send (key, value) records at a steady rate, a 10 ms tick's worth at a time, as live traffic arrives."""
+    per_tick = max(1, int(rate_per_s * 0.01))
+    started = time.monotonic()
+    for index in range(0, len(records), per_tick):
+        for key, value in records[index:index + per_tick]:
+            await producer.send(topic, value=value, key=key)
+        await asyncio.sleep(max(0.0, started + (index + per_tick) / rate_per_s - time.monotonic()))
+    await producer.flush()
+
+
 async def raw_passthrough(settings: Settings, records: Sequence[tuple[bytes, bytes]]) -> float:
     source, sink = settings.topic("raw.in"), settings.topic("raw.out")
     await create_topics(settings.kafka_bootstrap_servers, [source, sink], PARTITIONS)
@@ -93,12 +116,7 @@ async def raw_passthrough(settings: Settings, records: Sequence[tuple[bytes, byt
     moved = 0
     try:
         while moved < len(records):
-            batches = await consumer.getmany(timeout_ms=100, max_records=2000)
-            futures = [await producer.send(sink, value=message.value, key=message.key)
-                       for messages in batches.values() for message in messages]
-            await asyncio.gather(*futures)
-            await consumer.commit()
-            moved += len(futures)
+            moved += await move_batch(consumer, producer, sink, timeout_ms=100, max_records=2000)
     finally:
         await consumer.stop()
         await producer.stop()
@@ -175,25 +193,14 @@ async def raw_hop_latency(settings: Settings, rate_per_s: float, duration_s: flo
 
     async def hop() -> None:
         while not stop.is_set():
-            batches = await consumer.getmany(timeout_ms=10, max_records=500)
-            futures = [await producer.send(sink, value=message.value, key=message.key)
-                       for messages in batches.values() for message in messages]
-            await asyncio.gather(*futures)
-            if batches:
-                await consumer.commit({partition: messages[-1].offset + 1 for partition, messages in batches.items()})
+            await move_batch(consumer, producer, sink, timeout_ms=10, max_records=500)
 
     await consumer.start()
     await producer.start()
     task = asyncio.create_task(hop())
     try:
         count = int(rate_per_s * duration_s)
-        per_tick = max(1, int(rate_per_s * 0.01))
-        started = time.monotonic()
-        for index in range(0, count, per_tick):
-            for offset in range(index, index + per_tick):
-                await producer.send(source, value=b"x" * 300, key=str(offset).encode())
-            await asyncio.sleep(max(0.0, started + (index + per_tick) / rate_per_s - time.monotonic()))
-        await producer.flush()
+        await offer_steadily(producer, source, [(str(index).encode(), b"x" * 300) for index in range(count)], rate_per_s)
         records = await consume(bootstrap, [source, sink], until=lambda got: len(got) >= 2 * count, timeout_s=60)
     finally:
         stop.set()
@@ -222,15 +229,10 @@ async def latency_at(env: dict[str, str], work_dir: Path, customers: int, rate_p
         events = list(event_records(population, count, seed=99))
         producer = AIOKafkaProducer(bootstrap_servers=settings.kafka_bootstrap_servers, linger_ms=1, enable_idempotence=False)
         await producer.start()
-        started = time.monotonic()
-        tick_s = 0.01
-        per_tick = max(1, int(rate_per_s * tick_s))
-        for index in range(0, count, per_tick):
-            for key, value in events[index:index + per_tick]:
-                await producer.send(settings.topic("bank.events.raw"), value=value, key=key)
-            await asyncio.sleep(max(0.0, started + (index + per_tick) / rate_per_s - time.monotonic()))
-        await producer.flush()
-        await producer.stop()
+        try:
+            await offer_steadily(producer, settings.topic("bank.events.raw"), events, rate_per_s)
+        finally:
+            await producer.stop()
         codec = AvroCodec(SchemaStore(settings.schema_dir))
         decisions = await wait_outputs(settings, decisions_topics(), count)
         # Offers carry the raw event's Kafka time; suppressions do not, so latency is read off offers.
