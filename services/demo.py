@@ -4,7 +4,9 @@ and report what happened. Leaves nothing running."""
 from __future__ import annotations
 
 import asyncio
+import json
 import time
+import urllib.request
 from collections.abc import Callable
 from collections import Counter
 from dataclasses import dataclass, field
@@ -51,6 +53,8 @@ class DemoSummary:
     service_numbers: set[str] = field(default_factory=set)
     latencies_ms: list[float] = field(default_factory=list)
     uplift: list = field(default_factory=list)  # type: ignore[type-arg]
+    # The reporting service's table: {campaign: {day: {counter: n, conversion_rate}}}
+    campaign_report: dict = field(default_factory=dict)  # type: ignore[type-arg]
     duration_s: float = 0.0
 
     @property
@@ -89,11 +93,27 @@ def run_demo(work_dir: Path, *, customers: int = 1000, events: int = 3000, malfo
             if on_ready is not None:
                 on_ready(runner)
             summary = asyncio.run(_drive(settings, customers, events, malformed, rate_per_s, timeout_s))
+            summary.campaign_report = _campaign_report(runner.ports["reporting"], summary.decided)
             if before_stop is not None:
                 before_stop(runner)
             return summary
         finally:
             runner.stop_all()
+
+
+def _campaign_report(port: int, decided: int, timeout_s: float = 30.0) -> dict:  # type: ignore[type-arg]
+    """The reporting service's campaign report, once it has counted every decision the demo saw."""
+    deadline = time.monotonic() + timeout_s
+    report: dict = {}  # type: ignore[type-arg]
+    while time.monotonic() < deadline:
+        with urllib.request.urlopen(f"http://127.0.0.1:{port}/campaigns/report", timeout=5) as answer:
+            report = json.loads(answer.read())["campaigns"]
+        counted = sum(count for days in report.values() for totals in days.values()
+                      for counter, count in totals.items() if counter.startswith(("offered:", "suppressed:")))
+        if counted >= decided:
+            break
+        time.sleep(0.5)
+    return report
 
 
 async def _align(settings: Settings, population: list, summary: DemoSummary,  # type: ignore[type-arg]

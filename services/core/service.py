@@ -43,6 +43,8 @@ class ServiceContext:
     dead_letters: DeadLetters
     runner: StageRunner
     redis: aioredis.Redis | None = None
+    # faust's own consumer runs (for faust tables and the agents that feed them, as in reporting).
+    uses_faust_tables: bool = False
     ready: bool = False
 
     def add_stage(self, stage: Stage[Any]) -> None:
@@ -50,8 +52,8 @@ class ServiceContext:
 
 
 def bootstrap(
-    name: str, *, needs_redis: bool = False, needs_database: bool = False, settings: Settings | None = None,
-    span_processors: tuple[SpanProcessor, ...] = (),
+    name: str, *, needs_redis: bool = False, needs_database: bool = False, uses_faust_tables: bool = False,
+    settings: Settings | None = None, span_processors: tuple[SpanProcessor, ...] = (),
 ) -> ServiceContext:
     """Load settings, set up logs and tracing, check every configured part answers, build the app."""
     settings = settings or load_settings()
@@ -64,13 +66,14 @@ def bootstrap(
         check_database(settings.database_url.get_secret_value())
     registry = SchemaRegistryClient(settings.schema_registry_url) if settings.schema_registry_url else None
     codec = AvroCodec(SchemaStore(settings.schema_dir, registry))
-    app = build_app(settings, name)
+    app = build_app(settings, name, uses_faust_kafka=uses_faust_tables)
     publisher = Publisher(settings, codec, name)
     context = ServiceContext(
         name=name, settings=settings, app=app, codec=codec, publisher=publisher,
         dead_letters=DeadLetters(publisher, name), runner=StageRunner(settings, name, publisher),
         redis=aioredis.from_url(settings.redis_url.get_secret_value(), socket_timeout=settings.redis_timeout_s,
                                 socket_connect_timeout=settings.redis_timeout_s) if needs_redis else None,
+        uses_faust_tables=uses_faust_tables,
     )
     _add_web_pages(context)
     return context
@@ -90,10 +93,15 @@ def _add_web_pages(context: ServiceContext) -> None:
     @app.page("/readyz")
     async def ready_page(web: Any, request: Any) -> Any:
         runner = context.runner
-        assigned, degraded, brokers = runner.assigned, runner.degraded, runner.brokers_reachable
-        status = 200 if context.ready and assigned and not degraded and brokers else 503
-        return web.json({"ready": status == 200, "partitions_assigned": assigned, "degraded": degraded,
-                         "brokers_reachable": brokers}, status=status)
+        # A service of faust agents only (reporting) has its partitions on faust's consumer.
+        assigned = runner.assigned if runner.stages else bool(app.consumer.assignment())
+        degraded, brokers = runner.degraded, runner.brokers_reachable
+        recovered = app.tables.recovery.completed.is_set() if context.uses_faust_tables else True
+        status = 200 if context.ready and assigned and not degraded and brokers and recovered else 503
+        answer = {"partitions_assigned": assigned, "degraded": degraded, "brokers_reachable": brokers}
+        if context.uses_faust_tables:
+            answer["tables_recovered"] = recovered
+        return web.json({"ready": status == 200, **answer}, status=status)
 
     @app.task
     async def start_stages() -> None:

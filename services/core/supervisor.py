@@ -14,7 +14,7 @@ from services.core.config import Settings
 from services.core.errors import UnreachableError
 from services.core.runtime import ManagedProcess, free_port, start_process
 
-BANK_SERVICES: tuple[str, ...] = ("ingest", "scoring", "dispatch", "exchange")
+BANK_SERVICES: tuple[str, ...] = ("ingest", "scoring", "dispatch", "exchange", "reporting")
 PARTNER_SERVICES: tuple[str, ...] = ("partner",)
 PARTNER_KEY_SUFFIX = "partner:"
 

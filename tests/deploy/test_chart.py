@@ -22,7 +22,7 @@ from tests.deploy.tools import tools_bin
 # ships are checked too, so a field that is too new or already removed fails here.
 KUBERNETES_VERSIONS = ("1.27", "1.30", kubernetes_validate.latest_version())
 CRD_KINDS = {"ServiceMonitor", "PrometheusRule"}
-SERVICES_OF = {"bank": {"ingest", "scoring", "dispatch", "exchange"}, "partner": {"partner"}}
+SERVICES_OF = {"bank": {"ingest", "scoring", "dispatch", "exchange", "reporting"}, "partner": {"partner"}}
 Documents = list[dict[str, Any]]
 
 
@@ -151,8 +151,9 @@ def test_network_policies_open_only_the_party_s_own_parts_and_the_exchange(relea
             assert (5432 in ports) == (service in ("scoring", "dispatch"))  # SQL: registry, console campaigns; never the partner
             callers = {peer.get("namespaceSelector", {}).get("matchLabels", {})
                        .get("kubernetes.io/metadata.name") for peer in scrape["from"]}
-            assert callers == ({"monitoring", "console"} if service == "dispatch" else {"monitoring"})  # console: campaigns API
-            assert (6379 in ports) == (service != "ingest")  # ingest keeps nothing
+            # console: dispatch's campaigns API and reporting's campaign report
+            assert callers == ({"monitoring", "console"} if service in ("dispatch", "reporting") else {"monitoring"})
+            assert (6379 in ports) == (service not in ("ingest", "reporting"))  # ingest keeps nothing; reporting keeps a faust table
             namespaces = {json.loads(peer).get("namespaceSelector", {}).get("matchLabels", {}).get("kubernetes.io/metadata.name")
                           for peer, _ in peers}
             assert ("exchange-kafka" in namespaces) == (service in ("exchange", "partner"))  # only they reach the shared cluster

@@ -1,6 +1,7 @@
 """Events through ingest, scoring and dispatch as real processes on the real broker and Redis."""
 from __future__ import annotations
 
+from collections import Counter
 from pathlib import Path
 
 from services.core.avro import AvroCodec
@@ -59,3 +60,11 @@ def test_demo_accounts_for_every_event_and_stops_everything(tmp_path: Path) -> N
     assert sum(summary.dead_letters_by_reason.values()) == 6
     assert sum(summary.offers_by_channel.values()) > 0 and summary.latencies_ms
     assert summary.responses_by_outcome["delivered"] == sum(summary.offers_by_channel.values())
+    # The reporting service's faust table counted the same decisions as the demo read off the topics.
+    reported: Counter[str] = Counter()
+    for days in summary.campaign_report.values():
+        for totals in days.values():
+            reported.update({counter: count for counter, count in totals.items() if counter != "conversion_rate"})
+    assert {channel: reported[f"offered:{channel}"] for channel in summary.offers_by_channel} == summary.offers_by_channel
+    assert sum(count for counter, count in reported.items() if counter.startswith("suppressed:")) == \
+        sum(summary.suppressed_by_reason.values())

@@ -12,16 +12,17 @@ from services.core.avro import AvroCodec
 from services.core.clients import consume, produce
 from services.core.config import Settings
 from services.core.errors import MessageError
-from services.core.messages import CustomerEvent, CustomerIdentity, CustomerScores, DeadLetter, ExchangeMessage, OfferResponse
+from services.core.messages import (CustomerEvent, CustomerIdentity, CustomerScores, DeadLetter, ExchangeMessage, Offer,
+                                     OfferResponse, Suppression)
 from services.ingest.cdc import normalise, parse_cdc
 from services.partner.features import parse_feed
 from tests.faults.malformed import malformed_avro, malformed_cdc, malformed_exchange, malformed_partner_feed
 from tests.samples import customer_row, transaction_row
 
-READERS = {"responses": ("scoring", "dispatch")}  # topics more than one service consumes
+READERS = {"responses": ("scoring", "dispatch", "reporting")}  # topics more than one service consumes
 AVRO_INPUTS = {"customer.events": CustomerEvent, "scores": CustomerScores, "responses": OfferResponse,
                "customer.identities": CustomerIdentity, "exchange.to_bank": ExchangeMessage,
-               "exchange.to_partner": ExchangeMessage}
+               "exchange.to_partner": ExchangeMessage, "offers.email": Offer, "suppressions": Suppression}
 
 
 @hypothesis_settings(max_examples=400, deadline=None, suppress_health_check=[HealthCheck.too_slow])
@@ -67,7 +68,7 @@ def _samples(strategy: st.SearchStrategy[bytes], count: int) -> list[bytes]:
 async def test_every_malformed_record_on_every_input_topic_lands_in_its_dlq_and_services_keep_serving(
     settings: Settings, services, codec: AvroCodec,
 ) -> None:
-    for name in ("ingest", "scoring", "dispatch", "exchange", "partner"):
+    for name in ("ingest", "scoring", "dispatch", "exchange", "reporting", "partner"):
         services.start(name, wait=False)
     services.wait_all_ready()
     bad = {"bank.events.raw": _samples(malformed_cdc(), 60), "partner.features.raw": _samples(malformed_partner_feed(), 40)}

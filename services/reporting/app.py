@@ -1,0 +1,63 @@
+"""reporting: campaign performance (offers by channel, suppressions by reason, responses by outcome,
+per campaign and day) in a faust table that restores from its changelog after a restart.
+
+Off the event-to-offer path: it reads what dispatch and the channels already wrote. The table is
+sharded like its source topics (row keys carry the source partition), so it needs every topic it
+reads to have the same number of partitions, as the catalog creates them.
+"""
+from __future__ import annotations
+
+from typing import Any
+
+import faust
+
+from services.core.errors import MessageError
+from services.core.service import ServiceContext, bootstrap, main
+from services.reporting.tallies import READS, Row, campaign_report, counted, row_key, tally_of
+
+SERVICE = "reporting"
+TABLE = "campaign_tallies"
+
+
+def build() -> ServiceContext:
+    context = bootstrap(SERVICE, uses_faust_tables=True)
+    app, settings, codec = context.app, context.settings, context.codec
+    logical_of = {settings.topic(name): name for name in READS}
+    tallies: faust.Table = app.Table(TABLE, default=None, key_type=str, partitions=settings.topic_partitions,
+                                     help="campaign performance rows, one per campaign, day and source partition")
+    source = app.topic(*logical_of, key_type=bytes, value_type=bytes, key_serializer="raw", value_serializer="raw",
+                       partitions=settings.topic_partitions)
+
+    async def dead_letter(message: Any, logical: str, error: Exception) -> None:
+        await context.dead_letters.send(logical, message.partition, message.offset, message.key, message.value, error,
+                                        None if isinstance(error, MessageError) else "processing_error")
+        await (await context.publisher.ship()).delivered()
+
+    def count(message: Any, logical: str) -> None:
+        campaign, day, counter = tally_of(codec.decode(message.value, READS[logical]))
+        key = row_key(campaign, day, logical, message.partition)
+        row: Row | None = counted(tallies.get(key), counter, message.offset)
+        if row is not None:
+            tallies[key] = row
+
+    @app.agent(source)
+    async def tally(stream: faust.StreamT[bytes]) -> None:
+        async for event in stream.events():
+            message = event.message
+            logical = logical_of[message.topic]
+            try:
+                count(message, logical)
+            except Exception as error:  # noqa: BLE001 - a message that cannot be counted must not stop the agent
+                await dead_letter(message, logical, error)
+
+    @app.page("/campaigns/report")
+    async def report_page(web: Any, request: Any) -> Any:
+        return web.json({"campaigns": campaign_report(tallies.items()),
+                         "partitions": sorted(tp.partition for tp in app.consumer.assignment()
+                                              if tp.topic in logical_of)})
+
+    return context
+
+
+if __name__ == "__main__":
+    main(build)

@@ -1,0 +1,89 @@
+"""Campaign performance rows: what one decision or response adds, and the per-campaign, per-day view.
+
+A row counts the messages of one source partition for one campaign and day, and remembers the
+offset of the last message it counted. Kafka delivers a partition in offset order, so a message at
+or below that offset was counted before a restart and is skipped when it is read again: each
+message counts once although the faust table and the consumer offsets are not written together.
+Rows hold counts only, never a customer id, so an erasure has nothing to clear here.
+"""
+from __future__ import annotations
+
+import datetime as dt
+from collections.abc import Iterable, Mapping
+from typing import Any, TypedDict
+
+from services.core.errors import MessageError
+from services.core.messages import Offer, OfferResponse, Suppression
+from services.reporting.topics import OFFERS, RESPONSES, SUPPRESSIONS
+
+NO_CAMPAIGN = "(none)"  # a suppression decided before any campaign was eligible
+Decision = Offer | Suppression | OfferResponse
+READS: dict[str, type[Decision]] = {topic: Offer for topic in OFFERS} | {SUPPRESSIONS: Suppression,
+                                                                          RESPONSES: OfferResponse}
+
+
+class Row(TypedDict):
+    counts: dict[str, int]
+    offset: int
+
+
+def utc_day(ms: int) -> str:
+    """The UTC date of a time in ms; a time no calendar holds is a MessageError (dead-lettered).
+
+    >>> utc_day(1_764_460_800_000), utc_day(2**62)
+    Traceback (most recent call last):
+    ...
+    services.core.errors.MessageError: time 4611686018427387904 ms is out of range
+    """
+    try:
+        return dt.datetime.fromtimestamp(ms / 1000, dt.timezone.utc).date().isoformat()
+    except (OverflowError, OSError, ValueError) as error:
+        raise MessageError(f"time {ms} ms is out of range", reason="bad_timestamp") from error
+
+
+def tally_of(message: Decision) -> tuple[str, str, str]:
+    """(campaign, day, counter) for one message: offered:<channel>, suppressed:<reason> or response:<outcome>.
+
+    >>> from services.core.messages import Suppression
+    >>> tally_of(Suppression("e1", "C1", None, None, "frequency_cap", "", 0))
+    ('(none)', '1970-01-01', 'suppressed:frequency_cap')
+    """
+    if isinstance(message, Offer):
+        return message.campaign_id, utc_day(message.decided_at_ms), f"offered:{message.channel}"
+    if isinstance(message, Suppression):
+        return message.campaign_id or NO_CAMPAIGN, utc_day(message.decided_at_ms), f"suppressed:{message.reason}"
+    return message.campaign_id, utc_day(message.occurred_at_ms), f"response:{message.outcome}"
+
+
+def row_key(campaign: str, day: str, topic: str, partition: int) -> str:
+    return f"{campaign}|{day}|{topic}|{partition}"
+
+
+def counted(row: Row | None, counter: str, offset: int) -> Row | None:
+    """The row with one more `counter`, or None if the message at `offset` is already in it."""
+    if row is None:
+        return {"counts": {counter: 1}, "offset": offset}
+    if offset <= row["offset"]:
+        return None
+    counts = dict(row["counts"])
+    counts[counter] = counts.get(counter, 0) + 1
+    return {"counts": counts, "offset": offset}
+
+
+def campaign_report(rows: Iterable[tuple[str, Mapping[str, Any]]]) -> dict[str, dict[str, dict[str, float]]]:
+    """{campaign: {day: {counter: n, ..., conversion_rate}}}, summed over the source partitions.
+
+    conversion_rate is converted responses over offers made (absent while nothing was offered).
+    """
+    report: dict[str, dict[str, dict[str, float]]] = {}
+    for key, row in rows:
+        campaign, day, _topic, _partition = key.rsplit("|", 3)
+        totals = report.setdefault(campaign, {}).setdefault(day, {})
+        for counter, count in row["counts"].items():
+            totals[counter] = totals.get(counter, 0) + count
+    for days in report.values():
+        for totals in days.values():
+            offered = sum(count for counter, count in totals.items() if counter.startswith("offered:"))
+            if offered:
+                totals["conversion_rate"] = round(totals.get("response:converted", 0) / offered, 4)
+    return report
