@@ -77,6 +77,8 @@ class Settings(BaseSettings):
     campaigns_file: Path = REPO_ROOT / "services" / "dispatch" / "campaigns.yaml"
     # How often dispatch looks for changed campaigns (the file, or the console's in SQL).
     campaign_refresh_s: float = Field(default=5.0, gt=0)
+    # How many days of campaign performance the reporting service keeps (13 months: a year on year).
+    report_retention_days: int = Field(default=400, ge=1)
     # Bearer token of the console API on dispatch's web server; unset: the API is off.
     console_token: SecretStr | None = None
 

@@ -22,6 +22,8 @@ MODEL_AUC = Gauge("cipherstream_model_auc", "Online (prequential) AUC of the liv
 MODEL_KS = Gauge("cipherstream_model_ks", "Online Kolmogorov-Smirnov statistic of the live model", ["product"])
 OFFERS = Counter("cipherstream_offers", "Offers sent", ["channel", "campaign"])
 SUPPRESSIONS = Counter("cipherstream_suppressions", "Offers suppressed", ["reason"])
+REPORT_BEYOND_RETENTION = Counter("cipherstream_report_beyond_retention", "Decisions older than the report keeps, not counted",
+                                  ["topic"])
 LIVE_CAMPAIGNS = Gauge("cipherstream_live_campaigns", "Campaigns dispatch is deciding with", ["source"])
 CAMPAIGN_RELOAD_ERRORS = Counter("cipherstream_campaign_reload_errors", "Campaign reloads refused (bad file)")
 CAMPAIGN_UPLIFT = Gauge("cipherstream_campaign_uplift", "Response rate of treatment minus holdout", ["campaign"])

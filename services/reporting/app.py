@@ -11,12 +11,16 @@ from typing import Any
 
 import faust
 
+from services.core import metrics
 from services.core.errors import MessageError
+from services.core.kafka import now_ms
 from services.core.service import ServiceContext, bootstrap, main
-from services.reporting.tallies import READS, Row, campaign_report, counted, row_key, tally_of
+from services.reporting.tallies import (READS, Row, campaign_report, counted, expired, oldest_kept_day, row_key,
+                                           tally_of, utc_day)
 
 SERVICE = "reporting"
 TABLE = "campaign_tallies"
+DAY_MS = 86_400_000
 
 
 def build() -> ServiceContext:
@@ -33,9 +37,22 @@ def build() -> ServiceContext:
                                         None if isinstance(error, MessageError) else "processing_error")
         await (await context.publisher.ship()).delivered()
 
+    newest_day: dict[int, str] = {}  # per source partition: the newest day counted since start
+
     def count(message: Any, logical: str) -> None:
         campaign, day, counter = tally_of(codec.decode(message.value, READS[logical]))
-        key = row_key(campaign, day, logical, message.partition)
+        partition = message.partition
+        if day > utc_day(now_ms() + DAY_MS):  # it would expire every row of its partition
+            raise MessageError(f"{logical} dated {day}, after tomorrow", reason="future_timestamp")
+        if day > newest_day.get(partition, ""):
+            # A new day (or the first message since start): drop this partition's rows that fell out.
+            newest_day[partition] = day
+            for old in expired(list(tallies.keys()), partition, oldest_kept_day(day, settings.report_retention_days)):
+                del tallies[old]
+        if day < oldest_kept_day(newest_day[partition], settings.report_retention_days):
+            metrics.REPORT_BEYOND_RETENTION.labels(logical).inc()
+            return
+        key = row_key(campaign, day, logical, partition)
         row: Row | None = counted(tallies.get(key), counter, message.offset)
         if row is not None:
             tallies[key] = row

@@ -5,6 +5,10 @@ offset of the last message it counted. Kafka delivers a partition in offset orde
 or below that offset was counted before a restart and is skipped when it is read again: each
 message counts once although the faust table and the consumer offsets are not written together.
 Rows hold counts only, never a customer id, so an erasure has nothing to clear here.
+
+Rows older than the retention are deleted (a tombstone in the changelog) while a message of the same
+partition is processed: faust writes a row's changelog to the partition of the message being
+processed, and every row of source partition p lives in changelog partition p.
 """
 from __future__ import annotations
 
@@ -68,6 +72,29 @@ def counted(row: Row | None, counter: str, offset: int) -> Row | None:
     counts = dict(row["counts"])
     counts[counter] = counts.get(counter, 0) + 1
     return {"counts": counts, "offset": offset}
+
+
+def oldest_kept_day(newest_day: str, retention_days: int) -> str:
+    """The first day a report keeping `retention_days` days up to `newest_day` still holds.
+
+    >>> oldest_kept_day("2026-11-30", 400)
+    '2025-10-27'
+    """
+    return (dt.date.fromisoformat(newest_day) - dt.timedelta(days=retention_days - 1)).isoformat()
+
+
+def expired(keys: Iterable[str], partition: int, oldest_day: str) -> list[str]:
+    """The row keys of a source partition (any topic) for days before `oldest_day`.
+
+    >>> expired(["c|2024-01-01|offers.sms|1", "c|2024-01-01|responses|0", "c|2026-11-30|offers.sms|1"], 1, "2025-10-27")
+    ['c|2024-01-01|offers.sms|1']
+    """
+    found = []
+    for key in keys:
+        _campaign, day, _topic, key_partition = key.rsplit("|", 3)
+        if int(key_partition) == partition and day < oldest_day:
+            found.append(key)
+    return found
 
 
 def campaign_report(rows: Iterable[tuple[str, Mapping[str, Any]]]) -> dict[str, dict[str, dict[str, float]]]:

@@ -3,6 +3,7 @@ dead-letters what it cannot read, and restores from its changelog after a kill -
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import json
 import time
 import urllib.request
@@ -13,10 +14,13 @@ from services.core.avro import AvroCodec
 from services.core.catalog import dlq_name
 from services.core.clients import consume, produce
 from services.core.config import Settings
+from services.core.kafka import now_ms
 from services.core.messages import DeadLetter, Offer, OfferResponse, Suppression
 from services.core.supervisor import ServiceRunner, wait_ready
+from services.reporting.tallies import utc_day
 
 DAY_MS = 1_764_460_800_000  # 2025-11-30T00:00:00Z
+DAY = 86_400_000
 CAMPAIGNS = ("credit_card_upgrade", "savings_boost")
 
 
@@ -102,3 +106,38 @@ async def test_report_counts_each_decision_once_and_survives_kill_from_its_chang
                          until=lambda got: len(got) >= 1, timeout_s=30)
     letter = codec.decode(dead[0].value, DeadLetter)
     assert (letter.service, letter.reason, letter.key) == ("reporting", "truncated", b"C-bad")
+
+
+async def test_rows_past_the_retention_are_dropped_late_ones_not_counted_future_ones_dead_lettered(
+    settings: Settings, services: ServiceRunner, codec: AvroCodec,
+) -> None:
+    services.start("reporting")
+    port, topic = services.ports["reporting"], settings.topic("offers.sms")
+    today_ms = now_ms()
+
+    def offer_at(index: int, at_ms: int) -> tuple[bytes, bytes]:
+        # One customer, so one partition: the rows below all live in the same table shard.
+        offer = dataclasses.replace(_offer(index, "savings_boost", "sms"), customer_id="C-same", decided_at_ms=at_ms)
+        return b"C-same", codec.encode(offer)
+
+    def days(report: dict[str, Any]) -> dict[str, float]:
+        return {day: totals["offered:sms"] for day, totals in report.get("savings_boost", {}).items()}
+
+    async def days_become(expected: dict[str, float]) -> dict[str, float]:
+        deadline = time.monotonic() + 60
+        while time.monotonic() < deadline and days(await asyncio.to_thread(_report, port)) != expected:
+            await asyncio.sleep(0.2)
+        return days(await asyncio.to_thread(_report, port))
+
+    old_day, today = utc_day(today_ms - 500 * DAY), utc_day(today_ms)
+    await produce(settings.kafka_bootstrap_servers, topic, [offer_at(1, today_ms - 500 * DAY)])
+    assert await days_become({old_day: 1}) == {old_day: 1}
+    # A message of a newer day drops the rows more than 400 days older; a late one that old is not counted.
+    await produce(settings.kafka_bootstrap_servers, topic, [offer_at(2, today_ms), offer_at(3, today_ms - 450 * DAY),
+                                                            offer_at(4, today_ms + 3 * DAY), offer_at(5, today_ms)])
+    assert await days_become({today: 2}) == {today: 2}
+
+    dead = await consume(settings.kafka_bootstrap_servers, [settings.topic(dlq_name("offers.sms"))],
+                         until=lambda got: len(got) >= 1, timeout_s=30)
+    letter = codec.decode(dead[0].value, DeadLetter)
+    assert (letter.reason, codec.decode(letter.value, Offer).offer_id) == ("future_timestamp", "o4")
