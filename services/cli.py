@@ -7,7 +7,6 @@ import signal
 import sys
 import tempfile
 import time
-from collections import Counter
 from pathlib import Path
 
 import typer
@@ -38,6 +37,7 @@ def demo(
 ) -> None:
     """Start everything on embedded parts, replay events end to end, print a summary, stop everything."""
     from services.demo import run_demo
+    from services.reporting.tallies import campaign_totals
 
     work_dir = Path(tempfile.mkdtemp(prefix="cipherstream-demo-"))
     console.print(f"[bold]Cipherstream demo[/bold]: {customers} customers, {events} events (+{malformed} malformed) "
@@ -73,14 +73,9 @@ def demo(
         table.add_row(f"uplift {report.campaign_id} (treated {report.treated}, holdout {report.holdout})",
                       f"{report.uplift:+.3f} [{report.ci_low:+.3f}, {report.ci_high:+.3f}]" if report.treated and report.holdout
                       else "n/a")
-    for campaign, days in sorted(summary.campaign_report.items()):  # the reporting service's faust table
-        totals: Counter[str] = Counter()
-        for day_totals in days.values():
-            totals.update({counter: int(count) for counter, count in day_totals.items() if counter != "conversion_rate"})
-        offered = sum(count for counter, count in totals.items() if counter.startswith("offered:"))
-        suppressed = sum(count for counter, count in totals.items() if counter.startswith("suppressed:"))
+    for campaign, totals in sorted(campaign_totals(summary.campaign_report).items()):  # reporting's faust table
         table.add_row(f"report {campaign}: offered, suppressed, converted",
-                      f"{offered}, {suppressed}, {totals['response:converted']}")
+                      f"{totals['offered']}, {totals['suppressed']}, {totals['response:converted']}")
     table.add_row("run time (s)", f"{summary.duration_s:.1f}")
     console.print(table)
     if not summary.complete:

@@ -27,6 +27,7 @@ from services.dispatch.campaigns import load_campaign_file
 from services.generator.channels import organic, respond
 from services.generator.partner_feed import partner_records
 from services.generator.population import customer_records, event_records, make_population, malformed_records
+from services.reporting.tallies import campaign_totals
 
 DEMO_DAY = __import__("datetime").date(2026, 11, 25)
 
@@ -108,8 +109,7 @@ def _campaign_report(port: int, decided: int, timeout_s: float = 30.0) -> dict: 
     while time.monotonic() < deadline:
         with urllib.request.urlopen(f"http://127.0.0.1:{port}/campaigns/report", timeout=5) as answer:
             report = json.loads(answer.read())["campaigns"]
-        counted = sum(count for days in report.values() for totals in days.values()
-                      for counter, count in totals.items() if counter.startswith(("offered:", "suppressed:")))
+        counted = sum(totals["offered"] + totals["suppressed"] for totals in campaign_totals(report).values())
         if counted >= decided:
             break
         time.sleep(0.5)

@@ -13,6 +13,7 @@ processed, and every row of source partition p lives in changelog partition p.
 from __future__ import annotations
 
 import datetime as dt
+from collections import Counter
 from collections.abc import Iterable, Mapping
 from typing import Any, TypedDict
 
@@ -110,7 +111,27 @@ def campaign_report(rows: Iterable[tuple[str, Mapping[str, Any]]]) -> dict[str, 
             totals[counter] = totals.get(counter, 0) + count
     for days in report.values():
         for totals in days.values():
-            offered = sum(count for counter, count in totals.items() if counter.startswith("offered:"))
+            offered = _sum_of_kind(totals, "offered")
             if offered:
                 totals["conversion_rate"] = round(totals.get("response:converted", 0) / offered, 4)
     return report
+
+
+def campaign_totals(report: Mapping[str, Mapping[str, Mapping[str, float]]]) -> dict[str, Counter[str]]:
+    """Each campaign's counters of a `campaign_report` summed over its days, with `offered` (every
+    channel) and `suppressed` (every reason) added.
+
+    >>> campaign_totals({"c": {"d1": {"offered:sms": 2, "conversion_rate": 0.5}, "d2": {"offered:push": 1}}})["c"]
+    Counter({'offered': 3, 'offered:sms': 2, 'offered:push': 1, 'suppressed': 0})
+    """
+    totals: dict[str, Counter[str]] = {}
+    for campaign, days in report.items():
+        summed = totals.setdefault(campaign, Counter())
+        for day_totals in days.values():
+            summed.update({counter: int(count) for counter, count in day_totals.items() if ":" in counter})
+        summed["offered"], summed["suppressed"] = _sum_of_kind(summed, "offered"), _sum_of_kind(summed, "suppressed")
+    return totals
+
+
+def _sum_of_kind(totals: Mapping[str, float], kind: str) -> int:
+    return int(sum(count for counter, count in totals.items() if counter.startswith(f"{kind}:")))
