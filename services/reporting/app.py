@@ -37,19 +37,22 @@ def build() -> ServiceContext:
                                         None if isinstance(error, MessageError) else "processing_error")
         await (await context.publisher.ship()).delivered()
 
-    newest_day: dict[int, str] = {}  # per source partition: the newest day counted since start
+    # Per source partition, since start: the newest day counted and the oldest day still kept.
+    kept_days: dict[int, tuple[str, str]] = {}
 
     def count(message: Any, logical: str) -> None:
         campaign, day, counter = tally_of(codec.decode(message.value, READS[logical]))
         partition = message.partition
         if day > utc_day(now_ms() + DAY_MS):  # it would expire every row of its partition
             raise MessageError(f"{logical} dated {day}, after tomorrow", reason="future_timestamp")
-        if day > newest_day.get(partition, ""):
+        newest, oldest = kept_days.get(partition, ("", ""))
+        if day > newest:
             # A new day (or the first message since start): drop this partition's rows that fell out.
-            newest_day[partition] = day
-            for old in expired(list(tallies.keys()), partition, oldest_kept_day(day, settings.report_retention_days)):
+            oldest = oldest_kept_day(day, settings.report_retention_days)
+            kept_days[partition] = (day, oldest)
+            for old in expired(list(tallies.keys()), partition, oldest):
                 del tallies[old]
-        if day < oldest_kept_day(newest_day[partition], settings.report_retention_days):
+        if day < oldest:
             metrics.REPORT_BEYOND_RETENTION.labels(logical).inc()
             return
         key = row_key(campaign, day, logical, partition)

@@ -64,6 +64,16 @@ def row_key(campaign: str, day: str, topic: str, partition: int) -> str:
     return f"{campaign}|{day}|{topic}|{partition}"
 
 
+def parse_row_key(key: str) -> tuple[str, str, str, int]:
+    """(campaign, day, topic, partition) of a `row_key` (a campaign id may itself hold a "|").
+
+    >>> parse_row_key(row_key("a|b", "2026-11-30", "offers.sms", 3))
+    ('a|b', '2026-11-30', 'offers.sms', 3)
+    """
+    campaign, day, topic, partition = key.rsplit("|", 3)
+    return campaign, day, topic, int(partition)
+
+
 def counted(row: Row | None, counter: str, offset: int) -> Row | None:
     """The row with one more `counter`, or None if the message at `offset` is already in it."""
     if row is None:
@@ -92,8 +102,8 @@ def expired(keys: Iterable[str], partition: int, oldest_day: str) -> list[str]:
     """
     found = []
     for key in keys:
-        _campaign, day, _topic, key_partition = key.rsplit("|", 3)
-        if int(key_partition) == partition and day < oldest_day:
+        _campaign, day, _topic, key_partition = parse_row_key(key)
+        if key_partition == partition and day < oldest_day:
             found.append(key)
     return found
 
@@ -105,7 +115,7 @@ def campaign_report(rows: Iterable[tuple[str, Mapping[str, Any]]]) -> dict[str, 
     """
     report: dict[str, dict[str, dict[str, float]]] = {}
     for key, row in rows:
-        campaign, day, _topic, _partition = key.rsplit("|", 3)
+        campaign, day, _topic, _partition = parse_row_key(key)
         totals = report.setdefault(campaign, {}).setdefault(day, {})
         for counter, count in row["counts"].items():
             totals[counter] = totals.get(counter, 0) + count
