@@ -1,6 +1,6 @@
 # Two commands set up everything on a fresh machine with only Python 3.11+:
 #   make demo   -- start the embedded stack, replay synthetic events end to end, print a summary
-#   make test   -- run the whole suite against a real broker, Redis, SQLite and PostgreSQL
+#   make test   -- run the whole suite against a real broker (Apache Kafka), Redis, SQLite and PostgreSQL
 PYTHON ?= python3
 VENV   := .venv
 PY     := $(VENV)/bin/python
@@ -10,11 +10,16 @@ STAMP  := $(VENV)/.installed
 
 install: $(STAMP)
 
-$(STAMP): pyproject.toml
+$(STAMP): pyproject.toml services/core/embedded/kafka-broker.pom.xml
 	@# Prometheus and promtool (Debian's package) evaluate the dashboards and alert rules in the suite.
 	command -v promtool >/dev/null || (apt-get update -qq && DEBIAN_FRONTEND=noninteractive \
 	  apt-get install -y -qq --no-install-recommends prometheus >/dev/null) || \
 	  (echo "install Debian's prometheus package (promtool) to run the dashboard tests" && false)
+	@# The embedded Apache Kafka runs on Java 17 and its jars are resolved by Maven (Debian's packages).
+	(command -v java >/dev/null && java -version 2>&1 | grep -qE 'version "(1[7-9]|[2-9][0-9])') && command -v mvn >/dev/null || \
+	  (apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends \
+	  openjdk-17-jre-headless maven >/dev/null) || \
+	  (echo "install Java 17 and Maven for the embedded Kafka, or set CIPHERSTREAM_EMBEDDED_BROKER=tansu" && false)
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install --quiet --upgrade pip
 	$(PY) -m pip install --quiet -e '.[dev]'
@@ -24,7 +29,10 @@ demo: $(STAMP)
 	$(PY) -m services.cli demo
 
 test: $(STAMP)
+	$(PY) -m services.core.embedded.kafka
 	$(PY) -m pytest -q
+	@# The Tansu fallback (no Java): a smoke suite of the pipeline on it.
+	CIPHERSTREAM_EMBEDDED_BROKER=tansu $(PY) -m pytest -q -m tansu_smoke
 
 bench: $(STAMP)
 	$(PY) -m bench.run_all $(BENCH_ARGS)

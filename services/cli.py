@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import asyncio
+import json
 import os
 import signal
 import sys
@@ -85,13 +86,14 @@ def demo(
 
 
 @app.command()
-def up() -> None:
+def up(
+    work_dir: Path = typer.Option(REPO_ROOT / ".cipherstream", help="where the embedded parts keep data and logs"),
+) -> None:
     """Start the embedded broker and Redis plus every bank and partner service; Ctrl-C stops them all."""
     from services.core.kafka import all_topic_names, create_topics
     from services.core.runtime import embedded_stack
     from services.core.supervisor import ServiceRunner
 
-    work_dir = REPO_ROOT / ".cipherstream"
     with embedded_stack(work_dir) as stack:
         os.environ.update(stack.env)
         settings = load_settings()
@@ -99,8 +101,12 @@ def up() -> None:
         runner = ServiceRunner(settings, work_dir / "logs")
         try:
             runner.start_both_parties()
-            console.print({"KAFKA_BOOTSTRAP_SERVERS": settings.kafka_bootstrap_servers,
-                           "REDIS_URL": settings.redis_url.get_secret_value(), "services": runner.ports})
+            # One JSON line, so that a script (and the suite) can read where everything is.
+            print(json.dumps({"embedded_broker": stack.broker_kind, "KAFKA_BOOTSTRAP_SERVERS": settings.kafka_bootstrap_servers,
+                              "REDIS_URL": settings.redis_url.get_secret_value(), "services": runner.ports}), flush=True)
+            # Blocked (after the children started, which would inherit the mask) so that sigwait
+            # takes them and the finally below stops everything, broker included, in order.
+            signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGINT, signal.SIGTERM})
             signal.sigwait({signal.SIGINT, signal.SIGTERM})
         finally:
             runner.stop_all()

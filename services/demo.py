@@ -199,7 +199,7 @@ async def _drive(settings: Settings, customer_count: int, event_count: int, malf
     await _align(settings, population, summary)
     await _train_federated(settings, population, summary)
 
-    producer = AIOKafkaProducer(bootstrap_servers=settings.kafka_bootstrap_servers, linger_ms=2, enable_idempotence=False)
+    producer = AIOKafkaProducer(bootstrap_servers=settings.kafka_bootstrap_servers, linger_ms=2, enable_idempotence=settings.exactly_once)
     await producer.start()
     started = time.monotonic()
     collector = asyncio.create_task(_collect(settings, codec, summary, producer, by_id))

@@ -15,7 +15,8 @@ import pytest
 from services.core.avro import AvroCodec, SchemaStore
 from services.core.config import REPO_ROOT, Settings, load_settings
 from services.core.kafka import all_topic_names, create_topics
-from services.core.runtime import embedded_stack, free_port
+from services.core.embedded.processes import free_port
+from services.core.runtime import embedded_stack
 from services.core.supervisor import ServiceRunner
 
 SHARED_DATA = REPO_ROOT.parent / "shared" / "data" / "fate"
@@ -25,8 +26,11 @@ SHARED_DATA = REPO_ROOT.parent / "shared" / "data" / "fate"
 def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, str]]:
     work_dir = tmp_path_factory.mktemp("stack")
     with embedded_stack(work_dir) as started:
-        env = {key: os.environ[key] for key in ("KAFKA_BOOTSTRAP_SERVERS", "REDIS_URL") if os.environ.get(key)}
+        env = {key: os.environ[key] for key in ("KAFKA_BOOTSTRAP_SERVERS", "REDIS_URL", "CIPHERSTREAM_EXACTLY_ONCE")
+               if os.environ.get(key)}
         env.update(started.env)
+        # The tools the tests read and write with (services.core.clients) follow the broker's abilities too.
+        os.environ.update({key: value for key, value in started.env.items() if key.startswith("CIPHERSTREAM_")})
         yield env
 
 
@@ -39,6 +43,7 @@ def settings(stack: dict[str, str], tmp_path: Path) -> Settings:
         database_url=f"sqlite:///{tmp_path / 'cipherstream.db'}", topic_prefix=prefix,
         redis_key_prefix=f"{prefix}", data_dir=tmp_path / "data", web_port=free_port(), topic_partitions=2,
         quiet_hours=False,  # the suite must not depend on the time of day it runs at
+        exactly_once=stack.get("CIPHERSTREAM_EXACTLY_ONCE", "true") == "true",
     )
 
 

@@ -3,11 +3,17 @@ tests and benchmarks. They speak the same wire format through the same codec."""
 from __future__ import annotations
 
 import asyncio
+import os
 import time
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
+
+
+def idempotence_available() -> bool:
+    """Idempotent producers everywhere but on the Tansu fallback, whose stack sets CIPHERSTREAM_EXACTLY_ONCE=false."""
+    return os.environ.get("CIPHERSTREAM_EXACTLY_ONCE", "true").lower() != "false"
 
 
 @dataclass(frozen=True, slots=True)
@@ -27,7 +33,7 @@ async def produce(
 ) -> int:
     """Send (key, value) pairs to one topic, batched; return how many were acknowledged."""
     producer = AIOKafkaProducer(bootstrap_servers=bootstrap_servers, acks="all", linger_ms=5,
-                                max_batch_size=256 * 1024, enable_idempotence=False)
+                                max_batch_size=256 * 1024, enable_idempotence=idempotence_available())
     await producer.start()
     try:
         futures = [await producer.send(topic, value=value, key=key, headers=list(headers)) for key, value in records]
@@ -43,14 +49,17 @@ async def consume(
 ) -> list[Record]:
     """Read topics from the beginning until `until(records)` holds, the timeout passes, or (with
     `idle_s`) nothing new arrives for that long. No group: nothing is committed."""
+    # A downstream reader as a bank channel runs one: committed outputs only (aborted ones of a
+    # crashed worker's transaction are never seen).
     consumer = AIOKafkaConsumer(bootstrap_servers=bootstrap_servers, auto_offset_reset="earliest",
-                                enable_auto_commit=False, group_id=None)
+                                enable_auto_commit=False, group_id=None,
+                                isolation_level="read_committed" if idempotence_available() else "read_uncommitted")
     await consumer.start()
     records: list[Record] = []
     try:
         partitions = []
         for topic in topics:
-            known = await _partitions_for(consumer, topic)
+            known = await partitions_of(consumer, topic)
             partitions += [TopicPartition(topic, partition) for partition in known]
         consumer.assign(partitions)
         await consumer.seek_to_beginning(*partitions)
@@ -72,7 +81,9 @@ async def consume(
         await consumer.stop()
 
 
-async def _partitions_for(consumer: AIOKafkaConsumer, topic: str, timeout_s: float = 10.0) -> set[int]:
+async def partitions_of(consumer: AIOKafkaConsumer, topic: str, timeout_s: float = 10.0) -> set[int]:
+    """A topic's partitions as a consumer without a group learns them (it asks for metadata until
+    the topic appears, or the timeout: then the empty set)."""
     deadline = time.monotonic() + timeout_s
     while time.monotonic() < deadline:
         partitions = consumer.partitions_for_topic(topic)

@@ -61,6 +61,18 @@ class Settings(BaseSettings):
     broker_session_timeout_s: float = Field(default=10.0, gt=0)
     broker_heartbeat_interval_s: float = Field(default=1.0, gt=0)
 
+    # Kafka transactions (each batch's outputs and input offsets commit atomically; consumers read
+    # committed only) and idempotent producers. Off only on the Tansu fallback, which has neither.
+    exactly_once: bool = True
+    # This worker's stable name within its service (a pod name, an instance number): it makes
+    # the transactional id, so a restarted worker fences its predecessor's open transaction.
+    worker_id: str = Field(default="0", pattern=r"^[A-Za-z0-9._-]{1,64}$")
+
+    # Services with one active replica and hot standbys (exchange, partner): a dead active one's
+    # lease passes to a standby after this long (core/lease.py). Kafka refuses sessions shorter
+    # than the broker's group.min.session.timeout.ms (6 s by default; the embedded broker's is 1 s).
+    lease_session_timeout_s: float = Field(default=3.0, gt=0)
+
     # A Redis call that takes longer fails (and the batch is replayed) instead of hanging the stage.
     redis_timeout_s: float = Field(default=2.0, gt=0)
 

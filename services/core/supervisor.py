@@ -12,7 +12,7 @@ from pathlib import Path
 
 from services.core.config import Settings
 from services.core.errors import UnreachableError
-from services.core.runtime import ManagedProcess, free_port, start_process
+from services.core.embedded.processes import ManagedProcess, free_port, start_process
 
 BANK_SERVICES: tuple[str, ...] = ("ingest", "scoring", "dispatch", "exchange", "reporting")
 PARTNER_SERVICES: tuple[str, ...] = ("partner",)
@@ -42,6 +42,7 @@ def settings_env(settings: Settings) -> dict[str, str]:
         "CIPHERSTREAM_MODEL_REFRESH_S": str(settings.model_refresh_s),
         "CIPHERSTREAM_CAMPAIGN_REFRESH_S": str(settings.campaign_refresh_s),
         "CIPHERSTREAM_FETCH_MAX_WAIT_MS": str(settings.fetch_max_wait_ms),
+        "CIPHERSTREAM_EXACTLY_ONCE": str(settings.exactly_once).lower(),
     })
     if settings.max_offers_per_customer_per_day is not None:
         env["CIPHERSTREAM_MAX_OFFERS_PER_CUSTOMER_PER_DAY"] = str(settings.max_offers_per_customer_per_day)
@@ -79,7 +80,9 @@ class ServiceRunner:
 
     def start(self, name: str, extra_env: dict[str, str] | None = None, instance: str = "", wait: bool = True) -> ManagedProcess:
         port = free_port()
-        env = settings_env(self.settings) | {"CIPHERSTREAM_WEB_PORT": str(port)} | (extra_env or {})
+        # The instance names the worker: a restart of the same instance fences its predecessor's transactions.
+        env = settings_env(self.settings) | {"CIPHERSTREAM_WEB_PORT": str(port),
+                                             "CIPHERSTREAM_WORKER_ID": instance or "0"} | (extra_env or {})
         managed = start_process(f"{name}{instance}", [sys.executable, "-m", f"services.{name}.app", "worker"],
                                 self.log_dir, env)
         self.running[managed.name] = managed

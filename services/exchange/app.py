@@ -120,7 +120,7 @@ class BankExchange:
 
 
 def build() -> ServiceContext:
-    context = bootstrap(SERVICE, needs_redis=True)
+    context = bootstrap(SERVICE, needs_redis=True, active_standby=True)
     assert context.redis is not None
     bank = BankExchange(context.redis, context.settings.redis_key_prefix)
     context.add_stage(Stage(SERVICE, CUSTOMER_IDENTITIES, tombstone_decoder(context.codec, CustomerIdentity),

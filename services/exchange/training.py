@@ -23,6 +23,7 @@ from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
 
 from services.core.avro import AvroCodec, SchemaStore
 from services.core.catalog import EXCHANGE_TO_BANK
+from services.core.clients import partitions_of
 from services.core.config import Settings
 from services.core.errors import UnreachableError, ValidationError
 from services.core.messages import ExchangeMessage
@@ -74,7 +75,7 @@ class _Exchange:
     def __init__(self, settings: Settings, codec: AvroCodec, run_id: str) -> None:
         self.settings, self.codec, self.run_id = settings, codec, run_id
         self.producer = AIOKafkaProducer(bootstrap_servers=settings.exchange_servers, acks="all",
-                                         max_request_size=8 * 1024 * 1024, enable_idempotence=False)
+                                         max_request_size=8 * 1024 * 1024, enable_idempotence=settings.exactly_once)
         self.consumer = AIOKafkaConsumer(bootstrap_servers=settings.exchange_servers, enable_auto_commit=False,
                                          group_id=None, fetch_max_wait_ms=settings.fetch_max_wait_ms,
                                          max_partition_fetch_bytes=8 * 1024 * 1024)
@@ -83,7 +84,7 @@ class _Exchange:
         await self.producer.start()
         await self.consumer.start()
         topic = self.settings.topic(EXCHANGE_TO_BANK)
-        partitions = self.consumer.partitions_for_topic(topic) or set()
+        partitions = await partitions_of(self.consumer, topic)
         if not partitions:
             raise UnreachableError(f"topic {topic} does not exist on {self.settings.exchange_servers}")
         assigned = [TopicPartition(topic, partition) for partition in partitions]

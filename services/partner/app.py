@@ -181,7 +181,7 @@ class PartnerService:
 
 
 def build() -> ServiceContext:
-    context = bootstrap(SERVICE, needs_redis=True)
+    context = bootstrap(SERVICE, needs_redis=True, active_standby=True)
     assert context.redis is not None
     prefix = context.settings.redis_key_prefix
     service = PartnerService(PartnerStore(context.redis, prefix), AlignmentLink(context.redis, prefix, "partner"))

@@ -9,7 +9,8 @@ import pytest
 
 from services.core.config import load_settings
 from services.core.errors import ConfigError, UnreachableError
-from services.core.runtime import check_database, check_kafka, check_redis, embedded_stack, free_port
+from services.core.embedded.processes import free_port
+from services.core.runtime import check_database, check_kafka, check_redis, embedded_broker_kind, embedded_stack
 
 
 def test_missing_kafka_and_redis_settings_stop_the_service_with_their_names(monkeypatch: pytest.MonkeyPatch) -> None:
@@ -48,8 +49,13 @@ def test_unreachable_kafka_redis_and_database_raise_clear_errors(tmp_path: Path)
         check_database(f"postgresql+psycopg2://cs:pw@127.0.0.1:{closed_port}/cs")
 
 
+@pytest.mark.tansu_smoke
 def test_embedded_stack_starts_reachable_parts_and_stops_them(tmp_path: Path) -> None:
-    with embedded_stack(tmp_path, environ={}) as stack:
+    kind = embedded_broker_kind()  # Apache Kafka, or Tansu in the fallback's smoke run
+    with embedded_stack(tmp_path, environ={"CIPHERSTREAM_EMBEDDED_BROKER": kind}) as stack:
+        assert stack.broker_kind == kind
+        # Services are told when the broker has no transactions (Tansu), and only then.
+        assert (stack.env.get("CIPHERSTREAM_EXACTLY_ONCE") == "false") == (kind == "tansu")
         asyncio.run(check_kafka(stack.env["KAFKA_BOOTSTRAP_SERVERS"]))
         asyncio.run(check_redis(stack.env["REDIS_URL"]))
         check_database(stack.env["DATABASE_URL"])
@@ -61,3 +67,9 @@ def test_embedded_stack_starts_reachable_parts_and_stops_them(tmp_path: Path) ->
 def test_embedded_stack_uses_configured_parts_instead_of_starting_its_own(tmp_path: Path) -> None:
     with embedded_stack(tmp_path, environ={"KAFKA_BOOTSTRAP_SERVERS": "k:1", "REDIS_URL": "redis://r", "DATABASE_URL": "sqlite://"}) as stack:
         assert stack.processes == [] and stack.env == {}
+
+
+def test_an_unknown_embedded_broker_is_a_config_error_naming_the_choices(tmp_path: Path) -> None:
+    with pytest.raises(ConfigError, match="CIPHERSTREAM_EMBEDDED_BROKER must be one of kafka, tansu"):
+        with embedded_stack(tmp_path, environ={"CIPHERSTREAM_EMBEDDED_BROKER": "redpanda"}):
+            pass

@@ -11,7 +11,7 @@ import pytest
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
 
 from services.core.avro import AvroCodec
-from services.core.clients import Record, consume
+from services.core.clients import idempotence_available, Record, consume
 from services.core.config import Settings
 from services.core.kafka import (DeadLetters, HandlerResult, Inbound, Outbound, Publisher, Shipment, Stage, StageRunner,
                                  avro_decoder, create_topics, stage_group_id)
@@ -40,7 +40,7 @@ async def run_stage(settings: Settings, codec: AvroCodec, publisher: Publisher,
     does, if `confirmed`); return its output once all of it is there, and the stopped runner."""
     await create_topics(settings.kafka_bootstrap_servers, [settings.topic(INPUT), settings.topic(OUTPUT)],
                         settings.topic_partitions)
-    producer = AIOKafkaProducer(bootstrap_servers=settings.kafka_bootstrap_servers, enable_idempotence=False)
+    producer = AIOKafkaProducer(bootstrap_servers=settings.kafka_bootstrap_servers, enable_idempotence=idempotence_available())
     await producer.start()
     try:
         for index in range(EVENTS):
@@ -80,10 +80,11 @@ async def committed(settings: Settings) -> int:
         await reader.stop()
 
 
+@pytest.mark.tansu_smoke
 async def test_outputs_land_on_the_partition_kafkas_default_partitioner_picks(settings: Settings, codec: AvroCodec) -> None:
     settings = settings.model_copy(update={"topic_partitions": 4, "batch_max_events": 50})
     records, _ = await run_stage(settings, codec, Publisher(settings, codec, SERVICE))
-    reference = AIOKafkaProducer(bootstrap_servers=settings.kafka_bootstrap_servers, enable_idempotence=False)
+    reference = AIOKafkaProducer(bootstrap_servers=settings.kafka_bootstrap_servers, enable_idempotence=idempotence_available())
     await reference.start()
     try:
         for key in sorted({record.key for record in records if record.key is not None}):

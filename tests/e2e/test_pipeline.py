@@ -1,6 +1,8 @@
 """Events through ingest, scoring and dispatch as real processes on the real broker and Redis."""
 from __future__ import annotations
 
+import pytest
+
 from collections import Counter
 from pathlib import Path
 
@@ -13,6 +15,7 @@ from services.demo import run_demo
 from services.reporting.tallies import campaign_totals
 from tests.samples import customer_row as _customer, transaction_row as _transaction
 
+@pytest.mark.tansu_smoke
 async def test_events_become_offers_suppressions_and_dead_letters(settings: Settings, services, codec: AvroCodec) -> None:
     for name in ("ingest", "scoring", "dispatch"):
         services.start(name, wait=False)

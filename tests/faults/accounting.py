@@ -11,7 +11,7 @@ from aiokafka import AIOKafkaProducer
 
 from services.core.avro import AvroCodec
 from services.core.catalog import CHANNELS, offers_topic
-from services.core.clients import Record, consume, produce
+from services.core.clients import idempotence_available, Record, consume, produce
 from services.core.config import Settings
 from services.core.messages import CustomerScores, Offer, Suppression
 from services.core.supervisor import ServiceRunner
@@ -45,7 +45,7 @@ def expected_event_ids(events: list[tuple[bytes, bytes]], seed: int) -> set[str]
 
 async def send_steadily(bootstrap_servers: str, topic: str, events: list[tuple[bytes, bytes]], rate_per_s: float) -> None:
     """Send at a fixed rate, as live traffic arrives; sends retry while the broker is away."""
-    producer = AIOKafkaProducer(bootstrap_servers=bootstrap_servers, enable_idempotence=False, acks="all",
+    producer = AIOKafkaProducer(bootstrap_servers=bootstrap_servers, enable_idempotence=idempotence_available(), acks="all",
                                 request_timeout_ms=60_000, retry_backoff_ms=200)
     await producer.start()
     try:
@@ -64,9 +64,16 @@ class Outcome:
     scored: set[str]
     decided: set[str]
     offers_per_id: Counter[str]
+    scores_per_event: Counter[str]
+    decisions_per_event: Counter[str]
 
     def sent_twice(self) -> list[str]:
         return [offer_id for offer_id, count in self.offers_per_id.items() if count > 1]
+
+    def not_exactly_once(self, event_ids: set[str]) -> list[str]:
+        """Events among these that were not scored exactly once and decided exactly once."""
+        return sorted(event for event in event_ids
+                      if self.scores_per_event[event] != 1 or self.decisions_per_event[event] != 1)
 
 
 class PipelineLedger:
@@ -80,10 +87,10 @@ class PipelineLedger:
         self.suppressions = settings.topic("suppressions")
 
     def outcome(self, records: list[Record]) -> Outcome:
-        scored = {self.codec.decode(r.value, CustomerScores).event_id for r in records if r.topic == self.scores_topic}
-        decided = {self._decided_event(r) for r in records if r.topic != self.scores_topic}
+        scores = Counter(self.codec.decode(r.value, CustomerScores).event_id for r in records if r.topic == self.scores_topic)
+        decisions = Counter(self._decided_event(r) for r in records if r.topic != self.scores_topic)
         offers = Counter(self.codec.decode(r.value, Offer).offer_id for r in records if r.topic in self.offer_topics)
-        return Outcome(records, scored, decided, offers)
+        return Outcome(records, set(scores), set(decisions), offers, scores, decisions)
 
     async def wait_accounted(self, expected: set[str], timeout_s: float) -> Outcome:
         """Read from the beginning until every expected event is scored and decided, or the timeout."""

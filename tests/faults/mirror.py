@@ -12,6 +12,7 @@ from collections.abc import Sequence
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
 from aiokafka.structs import OffsetAndMetadata
 
+from services.core.clients import idempotence_available
 from services.core.kafka import create_topics
 
 # Per partition: source offsets copied, in order, and the target offset each one got.
@@ -21,7 +22,7 @@ OffsetMap = dict[TopicPartition, tuple[list[int], list[int]]]
 async def mirror_topics(source: str, target: str, topics: Sequence[str], partitions: int) -> OffsetMap:
     await create_topics(target, list(topics), partitions)
     consumer = AIOKafkaConsumer(bootstrap_servers=source, enable_auto_commit=False, group_id=None)
-    producer = AIOKafkaProducer(bootstrap_servers=target, acks="all", enable_idempotence=False, linger_ms=5)
+    producer = AIOKafkaProducer(bootstrap_servers=target, acks="all", enable_idempotence=idempotence_available(), linger_ms=5)
     await consumer.start()
     await producer.start()
     offset_map: OffsetMap = {}

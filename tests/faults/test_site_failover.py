@@ -28,7 +28,8 @@ from services.core.clients import produce
 from services.core.config import Settings
 from services.core.kafka import stage_group_id
 from services.core.messages import CustomerScores, Offer
-from services.core.runtime import start_broker, start_redis
+from services.core.embedded.redis import start_redis
+from services.core.runtime import start_broker
 from services.core.supervisor import ServiceRunner, settings_env
 from services.generator.population import event_records
 from tests.faults.accounting import STAGES, PipelineLedger, expected_event_ids, start_pipeline

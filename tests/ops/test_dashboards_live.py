@@ -15,7 +15,7 @@ from typing import Any
 
 import yaml
 
-from services.core.runtime import free_port, start_process, wait_for_port
+from services.core.embedded.processes import free_port, start_process, wait_for_port
 from services.core.supervisor import ServiceRunner
 from services.demo import run_demo
 

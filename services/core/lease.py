@@ -1,0 +1,124 @@
+"""One active worker, one hot standby: a lease held by membership of a consumer group.
+
+Every replica of a service that must run once at a time (the exchange and the partner keep one
+protocol session each; see docs/reliability.md) joins the group `<group>.lease` on a topic with a
+single partition, `lease.<service>`. Kafka's group coordinator gives that partition to exactly
+one live member: that member is active and starts its stage runner; the others wait, warm (started,
+connected, their keys and models loaded). When the active one dies, the coordinator drops it after
+`lease_session_timeout_s` and hands the partition to a standby, which starts its runner at once.
+
+Fencing: the active worker's transactional id names the role, not the replica
+(`<group>.active`), so the new active's producer bumps the epoch and the broker refuses every
+later write or commit of the old one, also if it only paused and comes back. A replica whose lease
+is revoked while it still runs exits, and its supervisor starts it again as a standby.
+"""
+from __future__ import annotations
+
+import asyncio
+import logging
+import os
+from collections.abc import Awaitable, Callable
+
+from aiokafka import AIOKafkaConsumer, ConsumerRebalanceListener, TopicPartition
+from aiokafka.admin import AIOKafkaAdminClient, NewTopic
+from aiokafka.errors import TopicAlreadyExistsError
+
+from services.core.config import Settings
+from services.core.logs import facts
+
+log = logging.getLogger(__name__)
+# Exit status of a replica that lost its lease while running (not a crash: restart as standby).
+LEASE_LOST_EXIT = 75
+
+
+def lease_topic(settings: Settings, service: str) -> str:
+    return settings.topic(f"lease.{service}")
+
+
+def lease_group(settings: Settings, service: str) -> str:
+    return f"cipherstream.{settings.topic_prefix}{service}.lease"
+
+
+def active_worker_id() -> str:
+    """The worker id every active replica uses: the role, so that taking over fences the last holder."""
+    return "active"
+
+
+class _Listener(ConsumerRebalanceListener):  # type: ignore[misc]
+    def __init__(self, lease: Lease) -> None:
+        self.lease = lease
+
+    async def on_partitions_revoked(self, revoked: list[TopicPartition]) -> None:
+        if revoked and self.lease.active.is_set():
+            self.lease.lost()
+
+    async def on_partitions_assigned(self, assigned: list[TopicPartition]) -> None:
+        if assigned:
+            self.lease.active.set()
+
+
+class Lease:
+    """Holds (or waits for) the service's lease; `active` is set while this replica holds it."""
+
+    def __init__(self, settings: Settings, service: str, on_lost: Callable[[], None] | None = None) -> None:
+        self.settings = settings
+        self.service = service
+        self.active = asyncio.Event()
+        self._on_lost = on_lost or _exit_as_standby
+        self._consumer: AIOKafkaConsumer | None = None
+
+    async def start(self) -> None:
+        topic = lease_topic(self.settings, self.service)
+        await ensure_lease_topic(self.settings.kafka_bootstrap_servers, topic)
+        timeout_ms = int(self.settings.lease_session_timeout_s * 1000)
+        self._consumer = AIOKafkaConsumer(
+            bootstrap_servers=self.settings.kafka_bootstrap_servers, group_id=lease_group(self.settings, self.service),
+            client_id=f"cipherstream-{self.service}-lease", enable_auto_commit=False,
+            session_timeout_ms=timeout_ms, heartbeat_interval_ms=max(100, timeout_ms // 5),
+            rebalance_timeout_ms=timeout_ms,
+        )
+        self._consumer.subscribe([topic], listener=_Listener(self))
+        await self._consumer.start()
+        # Membership lives only while the consumer polls: a standby polls an empty topic forever.
+        asyncio.get_running_loop().create_task(self._keep_polling())
+
+    async def _keep_polling(self) -> None:
+        assert self._consumer is not None
+        while True:
+            await self._consumer.getmany(timeout_ms=500)
+
+    async def wait_active(self) -> None:
+        await self.active.wait()
+        log.info("lease taken: this replica is active", extra=facts(service=self.service))
+
+    def lost(self) -> None:
+        log.error("lease lost while active: exiting to rejoin as standby", extra=facts(service=self.service))
+        self._on_lost()
+
+    async def stop(self) -> None:
+        if self._consumer is not None:
+            await self._consumer.stop()
+
+
+def _exit_as_standby() -> None:
+    os._exit(LEASE_LOST_EXIT)  # no clean-up: the new active already owns every side effect
+
+
+async def ensure_lease_topic(bootstrap: str, topic: str) -> None:
+    admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap)
+    await admin.start()
+    try:
+        if topic not in await admin.list_topics():
+            try:
+                await admin.create_topics([NewTopic(topic, 1, 1)])
+            except TopicAlreadyExistsError:
+                pass
+    finally:
+        await admin.close()
+
+
+async def run_when_active(lease: Lease, start: Callable[[], Awaitable[None]]) -> None:
+    """Take the lease (waiting as a standby until then), then start the work."""
+    await lease.start()
+    await lease.wait_active()
+    await start()
