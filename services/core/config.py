@@ -68,10 +68,11 @@ class Settings(BaseSettings):
     # the transactional id, so a restarted worker fences its predecessor's open transaction.
     worker_id: str = Field(default="0", pattern=r"^[A-Za-z0-9._-]{1,64}$")
 
-    # Services with one active replica and hot standbys (exchange, partner): a dead active one's
-    # lease passes to a standby after this long (core/lease.py). Kafka refuses sessions shorter
-    # than the broker's group.min.session.timeout.ms (6 s by default; the embedded broker's is 1 s).
-    lease_session_timeout_s: float = Field(default=3.0, gt=0)
+    # Replicated services drop a dead member after this long: exchange and partner pass their
+    # lease to a standby (core/lease.py), reporting moves its partitions to the replica that holds
+    # their standby tables. Kafka refuses sessions shorter than the broker's
+    # group.min.session.timeout.ms (6 s by default; the embedded broker's is 1 s).
+    failover_session_timeout_s: float = Field(default=3.0, gt=0)
 
     # A Redis call that takes longer fails (and the batch is replayed) instead of hanging the stage.
     redis_timeout_s: float = Field(default=2.0, gt=0)

@@ -26,7 +26,7 @@ from typing import Any, Generic, TypeVar
 
 import faust
 import mode
-from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, ConsumerRecord, TopicPartition
+from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, ConsumerRebalanceListener, ConsumerRecord, TopicPartition
 from aiokafka.admin import AIOKafkaAdminClient, NewTopic
 from aiokafka.errors import KafkaError, TopicAlreadyExistsError
 from aiokafka.partitioner import murmur2
@@ -107,6 +107,9 @@ def build_app(settings: Settings, service: str, uses_faust_kafka: bool = False, 
         broker_heartbeat_interval=settings.broker_heartbeat_interval_s,
         broker_commit_interval=1.0,
         stream_wait_empty=False,
+        # Every table partition is also kept, warm, by one other replica: a kill moves it there
+        # without a replay of its changelog.
+        table_standby_replicas=1,
         **extra,
     )
     return app
@@ -470,6 +473,8 @@ class StageRunner(mode.Service):
         self.degraded = False
         # One batch at a time across clusters: the publisher's open batches and a replay cover one batch.
         self._one_batch = asyncio.Lock()
+        # Per consumer: the batch processed and shipped, not yet acknowledged and committed.
+        self._unsettled: dict[int, ProcessedBatch] = {}
         # Whether every cluster answered the last metadata probe (an idle consumer keeps its
         # assignment when the broker dies, so readiness asks the broker itself).
         self.brokers_reachable = True
@@ -489,7 +494,7 @@ class StageRunner(mode.Service):
             by_cluster.setdefault(cluster_of(settings, stage.topic), []).append(topic)
         for servers, topics in by_cluster.items():
             consumer = AIOKafkaConsumer(
-                *topics, bootstrap_servers=servers,
+                bootstrap_servers=servers,
                 group_id=stage_group_id(settings, self.service), client_id=f"cipherstream-{self.service}",
                 enable_auto_commit=False, auto_offset_reset="earliest", fetch_max_wait_ms=settings.fetch_max_wait_ms,
                 max_poll_records=settings.batch_max_events, max_partition_fetch_bytes=4 * 1024 * 1024,
@@ -499,6 +504,7 @@ class StageRunner(mode.Service):
                 rebalance_timeout_ms=int(settings.broker_rebalance_timeout_s * 1000),
                 heartbeat_interval_ms=int(settings.broker_heartbeat_interval_s * 1000),
             )
+            consumer.subscribe(topics, listener=SettleBeforeRevoke(self, consumer))
             await consumer.start()
             self.consumers.append(consumer)
 
@@ -525,18 +531,31 @@ class StageRunner(mode.Service):
             await consumer.stop()
         await self.publisher.stop()
 
+    async def settle_before_revoke(self, consumer: AIOKafkaConsumer) -> None:
+        """A rebalance takes partitions away: finish the batch in hand and settle the one shipped,
+        so their offsets are committed by us, now, and not by a worker that no longer owns them."""
+        async with self._one_batch:
+            pending = self._unsettled.pop(id(consumer), None)
+            if pending is not None:
+                try:
+                    await self.settle(consumer, pending)
+                except TRANSIENT_ERRORS:  # its new owner replays it from the last commit
+                    pending.shipment.abandon()
+
     async def _consume(self, consumer: AIOKafkaConsumer) -> None:
         window_ms = int(self.settings.batch_window_s * 1000)
         backoff_s = RETRY_BACKOFF_FIRST_S
-        unsettled: ProcessedBatch | None = None  # processed and shipped, not yet acknowledged and committed
+        key = id(consumer)
         while not self.should_stop:
             batches = await consumer.getmany(timeout_ms=window_ms, max_records=self.settings.batch_max_events)
             processed: ProcessedBatch | None = None
+            unsettled: ProcessedBatch | None = None
             try:
                 async with self._one_batch:
                     if batches:
                         await self.publisher.begin()
                         processed = await self.process(batches)
+                    unsettled = self._unsettled.pop(key, None)
                     if unsettled is not None:
                         await self.settle(consumer, unsettled)
                         unsettled = None
@@ -558,19 +577,22 @@ class StageRunner(mode.Service):
                     if earlier is not None:
                         earlier.shipment.abandon()
                         replay_from |= earlier.first_offsets
+                assigned = consumer.assignment()
                 for partition, offset in replay_from.items():
-                    consumer.seek(partition, offset)
-                unsettled = None
+                    if partition in assigned:  # one revoked meanwhile is replayed by its new owner
+                        consumer.seek(partition, offset)
                 log.warning("transient failure, batch will be replayed",
                             extra=facts(service=self.service, error=type(error).__name__, backoff_s=backoff_s))
                 await asyncio.sleep(backoff_s)
                 backoff_s = min(backoff_s * 2, RETRY_BACKOFF_MAX_S)
                 continue
-            unsettled = processed
+            if processed is not None:
+                self._unsettled[key] = processed
             if self.degraded and batches:  # a batch went through (dispatch's is settled already: processed is None)
                 log.info("recovered", extra=facts(service=self.service))
                 self.degraded = False
                 backoff_s = RETRY_BACKOFF_FIRST_S
+        unsettled = self._unsettled.pop(key, None)
         if unsettled is not None:  # stopping: settle the last batch rather than replay it on restart
             with contextlib.suppress(*TRANSIENT_ERRORS):
                 await self.settle(consumer, unsettled)
@@ -606,9 +628,24 @@ class StageRunner(mode.Service):
             await consumer.commit(batch.next_offsets)
         self.batches += 1
         for partition, position in batch.next_offsets.items():
-            highwater = consumer.highwater(partition)
+            highwater = consumer.highwater(partition) if partition in consumer.assignment() else None
             if highwater is not None:
                 metrics.CONSUMER_LAG.labels(self.service, partition.topic, str(partition.partition)).set(max(0, highwater - position))
+
+
+class SettleBeforeRevoke(ConsumerRebalanceListener):  # type: ignore[misc]
+    """Runs the runner's `settle_before_revoke` when a rebalance takes partitions from this consumer."""
+
+    def __init__(self, runner: StageRunner, consumer: AIOKafkaConsumer) -> None:
+        self.runner = runner
+        self.consumer = consumer
+
+    async def on_partitions_revoked(self, revoked: list[TopicPartition]) -> None:
+        if revoked:
+            await self.runner.settle_before_revoke(self.consumer)
+
+    async def on_partitions_assigned(self, assigned: list[TopicPartition]) -> None:
+        return None
 
 
 @dataclass

@@ -4,8 +4,9 @@ Every replica of a service that must run once at a time (the exchange and the pa
 protocol session each; see docs/reliability.md) joins the group `<group>.lease` on a topic with a
 single partition, `lease.<service>`. Kafka's group coordinator gives that partition to exactly
 one live member: that member is active and starts its stage runner; the others wait, warm (started,
-connected, their keys and models loaded). When the active one dies, the coordinator drops it after
-`lease_session_timeout_s` and hands the partition to a standby, which starts its runner at once.
+connected, their keys and models loaded). The sticky assignor keeps the partition with its holder
+when another replica joins. When the active one dies, the coordinator drops it after
+`failover_session_timeout_s` and hands the partition to a standby, which starts its runner at once.
 
 Fencing: the active worker's transactional id names the role, not the replica
 (`<group>.active`), so the new active's producer bumps the epoch and the broker refuses every
@@ -21,6 +22,7 @@ from collections.abc import Awaitable, Callable
 
 from aiokafka import AIOKafkaConsumer, ConsumerRebalanceListener, TopicPartition
 from aiokafka.admin import AIOKafkaAdminClient, NewTopic
+from aiokafka.coordinator.assignors.sticky.sticky_assignor import StickyPartitionAssignor
 from aiokafka.errors import TopicAlreadyExistsError
 
 from services.core.config import Settings
@@ -45,16 +47,20 @@ def active_worker_id() -> str:
 
 
 class _Listener(ConsumerRebalanceListener):  # type: ignore[misc]
+    """Every rebalance revokes, then assigns (Kafka's eager protocol); the sticky assignor gives the
+    partition back to its holder, so only the assignment says whether this replica still holds it."""
+
     def __init__(self, lease: Lease) -> None:
         self.lease = lease
 
     async def on_partitions_revoked(self, revoked: list[TopicPartition]) -> None:
-        if revoked and self.lease.active.is_set():
-            self.lease.lost()
+        return None
 
     async def on_partitions_assigned(self, assigned: list[TopicPartition]) -> None:
         if assigned:
             self.lease.active.set()
+        elif self.lease.active.is_set():
+            self.lease.lost()
 
 
 class Lease:
@@ -70,12 +76,14 @@ class Lease:
     async def start(self) -> None:
         topic = lease_topic(self.settings, self.service)
         await ensure_lease_topic(self.settings.kafka_bootstrap_servers, topic)
-        timeout_ms = int(self.settings.lease_session_timeout_s * 1000)
+        timeout_ms = int(self.settings.failover_session_timeout_s * 1000)
         self._consumer = AIOKafkaConsumer(
             bootstrap_servers=self.settings.kafka_bootstrap_servers, group_id=lease_group(self.settings, self.service),
             client_id=f"cipherstream-{self.service}-lease", enable_auto_commit=False,
             session_timeout_ms=timeout_ms, heartbeat_interval_ms=max(100, timeout_ms // 5),
             rebalance_timeout_ms=timeout_ms,
+            # A replica that joins (a standby starting, a restart) must not take the lease from its holder.
+            partition_assignment_strategy=(StickyPartitionAssignor,),
         )
         self._consumer.subscribe([topic], listener=_Listener(self))
         await self._consumer.start()

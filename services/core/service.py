@@ -60,13 +60,16 @@ def bootstrap(
 ) -> ServiceContext:
     """Load settings, set up logs and tracing, check every configured part answers, build the app."""
     settings = settings or load_settings()
-    if active_standby:
-        # The role names the transactional id (taking over fences the last holder), and the stage
-        # group drops a dead active as fast as the lease does, so the standby's join is not held up.
+    if active_standby or uses_faust_tables:
+        # Replicated: the groups drop a dead member as fast as the lease does, so a standby's join
+        # (or faust's move of partitions to their standby tables) is not held up.
         settings = settings.model_copy(update={
-            "worker_id": active_worker_id(), "broker_session_timeout_s": settings.lease_session_timeout_s,
-            "broker_heartbeat_interval_s": min(settings.broker_heartbeat_interval_s, settings.lease_session_timeout_s / 5),
+            "broker_session_timeout_s": settings.failover_session_timeout_s,
+            "broker_heartbeat_interval_s": min(settings.broker_heartbeat_interval_s, settings.failover_session_timeout_s / 5),
         })
+    if active_standby:
+        # The role names the transactional id: taking over fences the last holder.
+        settings = settings.model_copy(update={"worker_id": active_worker_id()})
     setup_logging(name, settings.log_level)
     setup_tracing(name, span_processors)
     asyncio.run(check_kafka(settings.kafka_bootstrap_servers))

@@ -27,7 +27,10 @@ def build() -> ServiceContext:
     context = bootstrap(SERVICE, uses_faust_tables=True)
     app, settings, codec = context.app, context.settings, context.codec
     logical_of = {settings.topic(name): name for name in READS}
+    # standby_buffer_size=1: the replica holding a partition's standby copy applies each changelog
+    # row at once (faust's default waits for 1,000), so its report and its takeover are current.
     tallies: faust.Table = app.Table(TABLE, default=None, key_type=str, partitions=settings.topic_partitions,
+                                     standby_buffer_size=1,
                                      help="campaign performance rows, one per campaign, day and source partition")
     source = app.topic(*logical_of, key_type=bytes, value_type=bytes, key_serializer="raw", value_serializer="raw",
                        partitions=settings.topic_partitions)

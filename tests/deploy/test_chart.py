@@ -119,12 +119,12 @@ def test_deployments_are_spread_hardened_probed_and_budgeted(party: tuple[str, D
         assert budgets[service]["spec"]["maxUnavailable"] == 1
         assert policies[service]["spec"]["podSelector"]["matchLabels"] == selector
         assert services[service]["spec"]["selector"] == selector
-        single_active = deployment["spec"]["strategy"]["type"] == "Recreate"
-        assert (service in autoscalers) != single_active
-        if single_active:
-            assert deployment["spec"]["replicas"] == 1
-        else:
-            assert deployment["spec"]["replicas"] >= 2 and deployment["spec"]["strategy"]["rollingUpdate"]["maxUnavailable"] == 0
+        assert deployment["spec"]["replicas"] >= 2 and deployment["spec"]["strategy"]["rollingUpdate"]["maxUnavailable"] == 0
+        worker_id = next(e for e in container["env"] if e["name"] == "CIPHERSTREAM_WORKER_ID")
+        assert worker_id["valueFrom"]["fieldRef"]["fieldPath"] == "metadata.name"  # one transactional id per pod
+        hot_standby = service in ("exchange", "partner", "reporting")
+        assert (service in autoscalers) != hot_standby
+        if not hot_standby:
             scaler = autoscalers[service]["spec"]
             assert scaler["scaleTargetRef"]["name"] == deployment["metadata"]["name"]
             assert scaler["minReplicas"] == deployment["spec"]["replicas"] < scaler["maxReplicas"]
@@ -180,7 +180,7 @@ def test_prometheus_rule_is_the_ops_alert_file_and_its_job_is_the_scraped_one(pa
 
 
 def test_a_new_service_is_one_values_line() -> None:
-    line = {"federation": {"enabled": True, "replicas": 1, "singleActive": True, "cpu": "1", "memory": "1Gi",
+    line = {"federation": {"enabled": True, "replicas": 2, "hotStandby": True, "cpu": "1", "memory": "1Gi",
                            "needs": ["kafka", "exchange", "redis"], "keys": True, "env": {"CIPHERSTREAM_BATCH_MAX_EVENTS": 200}}}
     documents = render("bank", {"services": line, "env": {"CIPHERSTREAM_HOME_COUNTRY": "HK"}})
     for kind in ("Deployment", "Service", "PodDisruptionBudget", "NetworkPolicy"):
@@ -196,7 +196,7 @@ def test_a_new_service_is_one_values_line() -> None:
 
 @pytest.mark.parametrize(("extra", "message"), [
     ({"services": {"federation": {"enabled": True, "replicas": 1}}}, "missing properties 'cpu', 'memory', 'needs'"),
-    ({"services": {"federation": {"enabled": True, "replicas": 2, "singleActive": True, "cpu": "1", "memory": "1Gi",
+    ({"services": {"federation": {"enabled": True, "replicas": 1, "hotStandby": True, "cpu": "1", "memory": "1Gi",
                                   "needs": []}}}, "/services/federation/replicas"),
     ({"services": {"scoring": {"needs": ["kafka", "warehouse"]}}}, 'needs names "warehouse", which is not an entry of egress'),
     ({"image": {"tag": "latest"}}, "/image/tag"),
