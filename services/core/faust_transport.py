@@ -1,9 +1,9 @@
 """A faust app whose Kafka consumer waits at most `fetch_max_wait_ms` per fetch.
 
 faust hard-codes `fetch_max_wait_ms=1500`. Apache Kafka answers a fetch as soon as data
-arrives, but the embedded Tansu broker holds a multi-partition fetch for the full wait, which
-added ~0.7-1.5 s per hop (measured: events arrived in bursts every ~750 ms; with 20 ms they
-arrive as produced). The wait is a setting so production can keep a longer one.
+arrives; the Tansu fallback holds a multi-partition fetch for the full wait, which added
+~0.7-1.5 s per hop there. The wait is a setting (`CIPHERSTREAM_FETCH_MAX_WAIT_MS`) so production
+can keep a longer one.
 """
 from __future__ import annotations
 

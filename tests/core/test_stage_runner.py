@@ -68,8 +68,9 @@ def event_ids(codec: AvroCodec, records: list[Record]) -> set[str]:
 
 
 async def committed(settings: Settings) -> int:
-    """The stage group's committed offsets on the input, summed (read as a consumer of the group:
-    Tansu closes the connection on the admin client's OffsetFetch version)."""
+    """The stage group's committed offsets on the input, summed (read as a consumer of the group,
+    which also works on the Tansu fallback's smoke run: it closes the connection on the admin
+    client's OffsetFetch version)."""
     reader = AIOKafkaConsumer(bootstrap_servers=settings.kafka_bootstrap_servers,
                               group_id=stage_group_id(settings, SERVICE), enable_auto_commit=False)
     await reader.start()

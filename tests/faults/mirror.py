@@ -59,8 +59,8 @@ def translate(offset_map: OffsetMap, tp: TopicPartition, committed: int) -> int:
 async def mirror_group_offsets(source: str, target: str, groups: Sequence[str], offset_map: OffsetMap) -> dict[str, int]:
     """Commit each group's translated offsets on the target; return how many partitions per group.
 
-    Committed offsets are read as a consumer of the group reads them (Tansu closes the connection on
-    the admin client's OffsetFetch version)."""
+    Committed offsets are read as a consumer of the group reads them, which works on both embedded
+    brokers (the Tansu fallback closes the connection on the admin client's OffsetFetch version)."""
     copied: dict[str, int] = {}
     for group in groups:
         offsets: dict[TopicPartition, OffsetAndMetadata] = {}

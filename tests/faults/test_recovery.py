@@ -58,7 +58,8 @@ async def test_kills_redis_outage_and_duplicates_lose_nothing_and_send_nothing_t
             # their second decision is a `duplicate_event` suppression).
             arrived_once = expected - expected_event_ids(events[:200], 5)
             twice = outcome.not_exactly_once(arrived_once)
-            assert not twice, f"{len(twice)} events not exactly once, e.g. {twice[:5]}"
+            assert not twice, (f"{len(twice)} events not exactly once, e.g. "
+                               f"{[(e, outcome.scores_per_event[e], outcome.decisions_per_event[e]) for e in twice[:5]]}")
         assert all(managed.process.poll() is None for key, managed in runner.running.items() if "-r" in key)
         print(f"\nrecovery (s): {recovery_s}")
     finally:
