@@ -259,19 +259,14 @@ class Publisher:
         await fresh.begin_transaction()  # waits for the new producer id, i.e. for the fence
         await fresh.abort_transaction()
 
-    async def abandon_transaction(self) -> None:
-        """After a failure: abort the open transaction, or drop the producer if it cannot (the next
-        `begin` starts a new one, whose id fences and aborts what the old one left open)."""
+    async def abort_open_transaction(self) -> None:
+        """Stopping mid-batch: abort its transaction now, rather than hold read_committed readers
+        back until the broker's timeout; the batch is replayed by whoever runs next."""
         producer = self._producers.get(self.settings.kafka_bootstrap_servers)
-        if not self._in_transaction or producer is None:
-            return
-        self._in_transaction = False
-        try:
-            await asyncio.wait_for(producer.abort_transaction(), BROKER_PROBE_TIMEOUT_S)
-        except Exception:  # aborting failed (broker down, producer fenced): start over with a new producer
-            del self._producers[self.settings.kafka_bootstrap_servers]
-            with contextlib.suppress(Exception):
-                await asyncio.wait_for(producer.stop(), BROKER_PROBE_TIMEOUT_S)
+        if self._in_transaction and producer is not None:
+            self._in_transaction = False
+            with contextlib.suppress(Exception):  # stopping anyway: the next start fences what is left
+                await asyncio.wait_for(producer.abort_transaction(), BROKER_PROBE_TIMEOUT_S)
 
     async def stop(self) -> None:
         producers, self._producers = self._producers, {}
@@ -627,7 +622,7 @@ class StageRunner(mode.Service):
         if unsettled is not None:  # stopping: settle the last batch rather than replay it on restart
             with contextlib.suppress(*TRANSIENT_ERRORS):
                 await self.settle(consumer, unsettled)
-        await self.publisher.abandon_transaction()  # stopped mid-batch: its transaction is aborted, the batch replayed
+        await self.publisher.abort_open_transaction()
 
     async def replay_from_committed(self, consumer: AIOKafkaConsumer) -> None:
         """After a failure in a transaction: whether the last commit went through is known only to
