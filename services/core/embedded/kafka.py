@@ -14,6 +14,7 @@ an open port. The JVM dies with its caller (see processes.py).
 from __future__ import annotations
 
 import asyncio
+import base64
 import contextlib
 import fcntl
 import hashlib
@@ -183,7 +184,7 @@ def start_kafka(log_dir: Path, port: int | None = None) -> tuple[ManagedProcess,
     config.write_text(server_properties(data_dir, broker_port, controller_port))
     if not restarting:
         shutil.rmtree(data_dir, ignore_errors=True)
-        cluster_id = _random_cluster_id()
+        cluster_id = random_cluster_id()
         formatted = subprocess.run(
             _java_argv(java, classpath, work_dir, "kafka.tools.StorageTool", "format", "--standalone",
                        "-t", cluster_id, "-c", str(config)),
@@ -213,11 +214,18 @@ def _controller_port(work_dir: Path, restarting: bool) -> int:
     return port
 
 
-def _random_cluster_id() -> str:
-    """What `kafka-storage random-uuid` prints: a v4 UUID, URL-safe base64, no padding."""
-    import base64
+def random_cluster_id() -> str:
+    """What `kafka-storage random-uuid` prints: a v4 UUID, URL-safe base64, no padding, and (as
+    Kafka's `Uuid.randomUuid` does) never starting with '-', which its command line would read as
+    an option.
 
-    return base64.urlsafe_b64encode(uuid.uuid4().bytes).decode().rstrip("=")
+    >>> all(not random_cluster_id().startswith("-") and len(random_cluster_id()) == 22 for _ in range(500))
+    True
+    """
+    while True:
+        cluster_id = base64.urlsafe_b64encode(uuid.uuid4().bytes).decode().rstrip("=")
+        if not cluster_id.startswith("-"):
+            return cluster_id
 
 
 def wait_for_broker(bootstrap: str, managed: ManagedProcess, timeout_s: float = READY_TIMEOUT_S) -> None:
