@@ -17,12 +17,10 @@ from services.core.kafka import create_topics
 from services.core.runtime import start_broker
 from services.core.supervisor import ServiceRunner
 from services.core.messages import DeadLetter, ExchangeMessage
-from services.generator.partner_feed import partner_records
-from services.generator.population import customer_records, make_population
+from services.generator.population import customer_records
 from services.partner.features import FEATURE_NAMES
-from services.partner.store import PartnerModel, PartnerStore, id_hash
-
-PARTNER_PREFIX = "partner:"
+from services.partner.store import id_hash
+from tests.psi_scenario import psi_scenario
 
 
 async def _wait_for(check, timeout_s: float = 60.0):  # type: ignore[no-untyped-def]
@@ -61,14 +59,10 @@ async def test_psi_over_topics_aligns_exactly_the_shared_people_and_partial_scor
 
 
 async def _align_and_score(settings: Settings, services: ServiceRunner, codec: AvroCodec) -> None:
-    customers = make_population(120, seed=3)
-    feed = list(partner_records(customers, overlap=0.6, outsiders=40, seed=5))
-    shared = {json.loads(value)["national_id"] for _, value in feed} & {c.national_id for c in customers}
     redis = aioredis.from_url(settings.redis_url.get_secret_value())
-    partner_prefix = settings.redis_key_prefix + PARTNER_PREFIX
-    model = PartnerModel("fedlr.travel_insurance", "v1", np.linspace(-0.4, 0.4, len(FEATURE_NAMES)),
-                         np.zeros(len(FEATURE_NAMES)), np.full(len(FEATURE_NAMES), 10.0))
-    await PartnerStore(redis, partner_prefix).put_model(model)
+    scenario = await psi_scenario(settings, redis, customers=120, outsiders=40, seeds=(3, 5))
+    customers, feed, shared, partner_prefix, model = (scenario.customers, scenario.feed, scenario.shared,
+                                                      scenario.partner_prefix, scenario.model)
 
     services.start("ingest", wait=False)
     services.start("exchange", wait=False)

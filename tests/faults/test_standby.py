@@ -23,14 +23,11 @@ from services.core.clients import consume, produce
 from services.core.config import Settings
 from services.core.messages import ExchangeMessage
 from services.core.supervisor import ServiceRunner
-from services.generator.partner_feed import partner_records
-from services.generator.population import customer_records, make_population
-from services.partner.features import FEATURE_NAMES
-from services.partner.store import PartnerModel, PartnerStore
-from tests.reporting.test_reporting import _expected, _report, _report_becomes, _send
+from services.generator.population import customer_records
+from tests.psi_scenario import psi_scenario
+from tests.reporting.test_reporting import _expected, _report_becomes, _send
 
 HANDOVER_LIMIT_S = 10.0
-PARTNER_PREFIX = "partner:"
 
 
 def ready_answer(port: int) -> dict[str, Any]:
@@ -81,16 +78,11 @@ async def all_scored(redis: aioredis.Redis, prefix: str, join_ids: Iterable[str]
 async def test_exchange_and_partner_standbys_take_over_within_10_s_with_nothing_lost_or_twice(
     settings: Settings, topics: list[str], codec: AvroCodec, tmp_path: Path,
 ) -> None:
-    customers = make_population(400, seed=11)
-    feed = list(partner_records(customers, overlap=0.6, outsiders=60, seed=13))
-    shared = {json.loads(value)["national_id"] for _, value in feed} & {c.national_id for c in customers}
     redis = aioredis.from_url(settings.redis_url.get_secret_value())
-    partner_prefix = settings.redis_key_prefix + PARTNER_PREFIX
-    model = PartnerModel("fedlr.travel_insurance", "v1", np.linspace(-0.4, 0.4, len(FEATURE_NAMES)),
-                         np.zeros(len(FEATURE_NAMES)), np.full(len(FEATURE_NAMES), 10.0))
-    await PartnerStore(redis, partner_prefix).put_model(model)
+    scenario = await psi_scenario(settings, redis, customers=400, outsiders=60, seeds=(11, 13))
+    customers, feed, shared = scenario.customers, scenario.feed, scenario.shared
     runner = ServiceRunner(settings, tmp_path / "logs")
-    partner_env = {"CIPHERSTREAM_REDIS_KEY_PREFIX": partner_prefix}
+    partner_env = {"CIPHERSTREAM_REDIS_KEY_PREFIX": scenario.partner_prefix}
     try:
         runner.start("ingest", wait=False)
         for instance in ("-a", "-b"):
