@@ -130,11 +130,15 @@ class LiveArrivals:
         """Once `count` records arrived (or the timeout), stop and return them sorted by event time."""
         deadline = time.monotonic() + timeout_s
         while len(self.arrivals) < count and time.monotonic() < deadline:
-            if self._task is not None and self._task.done():
-                self._task.result()  # a dead reader says why
+            self.raise_if_dead()
             await asyncio.sleep(0.1)
         await self.stop()
         return sorted(self.arrivals)
+
+    def raise_if_dead(self) -> None:
+        """A reader that died would look like a stalled pipeline: say why instead."""
+        if self._task is not None and self._task.done():
+            self._task.result()
 
     async def stop(self) -> None:
         if self._task is not None:

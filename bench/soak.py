@@ -100,8 +100,7 @@ async def _drive(settings, runner: ServiceRunner, population, minutes: float, st
             await producer.send(settings.topic("bank.events.raw"), value=value, key=key)
         sent += per_tick
         if elapsed >= next_sample:
-            if arrivals._task is not None and arrivals._task.done():  # a dead reader would look like a stall
-                arrivals._task.result()
+            arrivals.raise_if_dead()
             series.append({"t_s": round(elapsed, 1), "lag": consumer_lag(runner), "scores_seen": len(arrivals.arrivals),
                            "rss_mb": round(sum(rss_mb(m.process.pid) for m in runner.running.values()), 1),
                            # CPU used so far by the services, the broker and Redis: where time goes as it runs
