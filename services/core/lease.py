@@ -21,14 +21,15 @@ import os
 from collections.abc import Awaitable, Callable
 
 from aiokafka import AIOKafkaConsumer, ConsumerRebalanceListener, TopicPartition
-from aiokafka.admin import AIOKafkaAdminClient, NewTopic
 from aiokafka.coordinator.assignors.sticky.sticky_assignor import StickyPartitionAssignor
-from aiokafka.errors import TopicAlreadyExistsError
 
 from services.core.config import Settings
+from services.core.kafka import create_topics, stage_group_id
 from services.core.logs import facts
 
 log = logging.getLogger(__name__)
+# The worker id every active replica uses: the role, so that taking over fences the last holder.
+ACTIVE_WORKER_ID = "active"
 # Exit status of a replica that lost its lease while running (not a crash: restart as standby).
 LEASE_LOST_EXIT = 75
 
@@ -38,12 +39,7 @@ def lease_topic(settings: Settings, service: str) -> str:
 
 
 def lease_group(settings: Settings, service: str) -> str:
-    return f"cipherstream.{settings.topic_prefix}{service}.lease"
-
-
-def active_worker_id() -> str:
-    """The worker id every active replica uses: the role, so that taking over fences the last holder."""
-    return "active"
+    return f"{stage_group_id(settings, service)}.lease"
 
 
 class _Listener(ConsumerRebalanceListener):  # type: ignore[misc]
@@ -75,7 +71,7 @@ class Lease:
 
     async def start(self) -> None:
         topic = lease_topic(self.settings, self.service)
-        await ensure_lease_topic(self.settings.kafka_bootstrap_servers, topic)
+        await create_topics(self.settings.kafka_bootstrap_servers, [topic], partitions=1)
         timeout_ms = int(self.settings.failover_session_timeout_s * 1000)
         self._consumer = AIOKafkaConsumer(
             bootstrap_servers=self.settings.kafka_bootstrap_servers, group_id=lease_group(self.settings, self.service),
@@ -110,19 +106,6 @@ class Lease:
 
 def _exit_as_standby() -> None:
     os._exit(LEASE_LOST_EXIT)  # no clean-up: the new active already owns every side effect
-
-
-async def ensure_lease_topic(bootstrap: str, topic: str) -> None:
-    admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap)
-    await admin.start()
-    try:
-        if topic not in await admin.list_topics():
-            try:
-                await admin.create_topics([NewTopic(topic, 1, 1)])
-            except TopicAlreadyExistsError:
-                pass
-    finally:
-        await admin.close()
 
 
 async def run_when_active(lease: Lease, start: Callable[[], Awaitable[None]]) -> None:

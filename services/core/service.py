@@ -19,7 +19,7 @@ from services.core.avro import AvroCodec, SchemaRegistryClient, SchemaStore
 from services.core.config import Settings, load_settings
 from services.core.errors import CipherstreamError
 from services.core.kafka import DeadLetters, Publisher, Stage, StageRunner, build_app, transactional_id
-from services.core.lease import Lease, active_worker_id, run_when_active
+from services.core.lease import ACTIVE_WORKER_ID, Lease, run_when_active
 from services.core.logs import facts, setup_logging
 from services.core.runtime import check_database, check_kafka, check_redis
 from services.core.telemetry import setup_tracing
@@ -69,7 +69,7 @@ def bootstrap(
         })
     if active_standby:
         # The role names the transactional id: taking over fences the last holder.
-        settings = settings.model_copy(update={"worker_id": active_worker_id()})
+        settings = settings.model_copy(update={"worker_id": ACTIVE_WORKER_ID})
     setup_logging(name, settings.log_level)
     setup_tracing(name, span_processors)
     asyncio.run(check_kafka(settings.kafka_bootstrap_servers))
