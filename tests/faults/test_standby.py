@@ -146,14 +146,15 @@ async def test_reporting_keeps_its_counts_when_a_replica_is_killed(
         expected = _expected(counts)
         # Each replica holds half the partitions and a warm standby copy of the other half.
         for name in ("reporting-a", "reporting-b"):
-            assert await _report_becomes(runner.ports[name], expected) == expected, name
+            assert await _report_becomes(runner.ports[name], expected, process=runner.running[name]) == expected, name
         runner.running["reporting-a"].kill()
         killed = time.monotonic()
         # Sent at once: half of it lands on the dead replica's partitions, counted once they moved.
         await _send(settings, codec, 300, 60, counts)
         expected = _expected(counts)
         survivor = runner.ports["reporting-b"]
-        assert await _report_becomes(survivor, expected, timeout_s=30) == expected  # nothing lost, nothing twice
+        assert await _report_becomes(survivor, expected, timeout_s=30,
+                                     process=runner.running["reporting-b"]) == expected  # nothing lost, nothing twice
         handover_s = time.monotonic() - killed
         print(f"\nreporting: every decision counted {handover_s:.2f} s after the kill")
         assert handover_s <= HANDOVER_LIMIT_S

@@ -6,6 +6,7 @@ import asyncio
 import dataclasses
 import json
 import time
+import urllib.error
 import urllib.request
 from collections import Counter
 from typing import Any
@@ -16,6 +17,7 @@ from services.core.clients import consume, produce
 from services.core.config import Settings
 from services.core.kafka import now_ms
 from services.core.messages import DeadLetter, Offer, OfferResponse, Suppression
+from services.core.embedded.processes import ManagedProcess
 from services.core.supervisor import ServiceRunner, wait_ready
 from services.reporting.tallies import utc_day
 
@@ -34,11 +36,20 @@ def _report(port: int) -> dict[str, Any]:
         return json.loads(answer.read())["campaigns"]
 
 
-async def _report_becomes(port: int, expected: dict[str, Any], timeout_s: float = 60.0) -> dict[str, Any]:
+async def _report_becomes(port: int, expected: dict[str, Any], timeout_s: float = 60.0,
+                          process: ManagedProcess | None = None) -> dict[str, Any]:
+    """Polls the report until it equals `expected`; a dead `process` fails at once with its log."""
     deadline = time.monotonic() + timeout_s
     report: dict[str, Any] = {}
     while time.monotonic() < deadline:
-        report = await asyncio.to_thread(_report, port)
+        if process is not None and process.process.poll() is not None:
+            raise AssertionError(f"{process.name} exited with {process.process.returncode}: "
+                                 f"{process.log_path.read_text()[-4000:]}")
+        try:
+            report = await asyncio.to_thread(_report, port)
+        except urllib.error.URLError:
+            await asyncio.sleep(0.2)  # a living process between two answers: ask again
+            continue
         if report == expected:
             break
         await asyncio.sleep(0.2)
