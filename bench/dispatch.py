@@ -24,14 +24,14 @@ import redis.asyncio as aioredis
 
 from bench.common import parse_args, write_results
 from services.core.kafka import Inbound
-from services.core.messages import TRIGGER_EVENT_TYPES, CustomerScores, ProductScore, ReasonCode
+from services.protocol.stream_messages import TRIGGER_EVENT_TYPES, CustomerScores, ProductScore, ReasonCode
 from services.core.runtime import embedded_stack
 from services.dispatch.campaigns import Campaign, ChannelTemplate, ContactRules, Eligibility
 from services.dispatch.contact_policy import Caps, ContactPolicy
 from services.dispatch.dispatcher import Dispatcher, iso_week
 from services.dispatch.arbitration import local_day
 from services.generator.population import CHANNEL_PREFERENCE, SEGMENTS
-from services.scoring.features import PRODUCTS
+from services.models.bank_features import PRODUCTS
 
 CAMPAIGNS = 50
 BATCH = 32

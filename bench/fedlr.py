@@ -23,8 +23,8 @@ from sklearn.metrics import roc_auc_score
 
 from bench.common import parse_args, write_results
 from services.crypto.paillier import generate_keypair
-from services.federation.datasets import load_vertical, stratified_split
-from services.federation.fedlr import BankParty, PartnerParty, TrainingReport, predict, train_federated
+from services.models.datasets import load_vertical, stratified_split
+from services.models.fedlr import BankParty, PartnerParty, TrainingReport, predict, train_federated
 
 # name -> (mode, epochs, batch size, learning rate): the settings the accuracy tests use.
 REAL_DATA_SETTINGS = {

@@ -24,7 +24,15 @@ import time
 from typing import Any
 
 from bench.common import parse_args, write_results
-from services.crypto.psi import BlindedIds, DoublyBlindedIds, PsiAlignment, PsiParty, PsiPartyKey, PsiRole, PsiSessionParams
+from services.crypto.psi import (
+    BlindedIds,
+    DoublyBlindedIds,
+    PsiAlignment,
+    PsiParty,
+    PsiPartyKey,
+    PsiRole,
+    PsiSessionParams,
+)
 
 FULL_IDS_PER_SIDE = 1_000_000
 QUICK_IDS_PER_SIDE = 50_000

@@ -27,8 +27,9 @@ from bench.common import LiveArrivals, broker_notes, broker_process, consumer_la
 from bench.stream import PARTITIONS, fresh_settings, preload, run_services, wait_outputs
 from services.core.avro import AvroCodec, SchemaStore
 from services.core.clients import idempotence_available
-from services.core.kafka import all_topic_names, create_topics
-from services.core.messages import CustomerScores
+from services.protocol.catalog import all_topic_names
+from services.core.kafka import create_topics
+from services.protocol.stream_messages import CustomerScores
 from services.core.runtime import embedded_stack
 from services.core.supervisor import ServiceRunner
 from services.generator.population import customer_records, event_records, make_population

@@ -40,11 +40,12 @@ from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
 
 from bench.common import LiveArrivals, broker_notes, broker_process, consumer_lag, parse_args, process_cpu_s, write_results
 from services.core.avro import AvroCodec, SchemaStore
-from services.core.catalog import CHANNELS, offers_topic
+from services.protocol.catalog import CHANNELS, offers_topic
 from services.core.clients import idempotence_available, Record, consume
 from services.core.config import Settings, load_settings
-from services.core.kafka import all_topic_names, create_topics
-from services.core.messages import Offer
+from services.protocol.catalog import all_topic_names
+from services.core.kafka import create_topics
+from services.protocol.stream_messages import Offer
 from services.core.runtime import embedded_stack
 from services.core.supervisor import ServiceRunner
 from services.generator.population import customer_records, event_records, make_population

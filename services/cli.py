@@ -90,7 +90,8 @@ def up(
     work_dir: Path = typer.Option(REPO_ROOT / ".cipherstream", help="where the embedded parts keep data and logs"),
 ) -> None:
     """Start the embedded broker and Redis plus every bank and partner service; Ctrl-C stops them all."""
-    from services.core.kafka import all_topic_names, create_topics
+    from services.protocol.catalog import all_topic_names
+    from services.core.kafka import create_topics
     from services.core.runtime import embedded_stack
     from services.core.supervisor import ServiceRunner
 
@@ -117,7 +118,8 @@ def create_topics_command(
     owner: list[str] = typer.Option(["bank", "partner", "exchange"], help="whose topics: bank, partner, exchange"),
 ) -> None:
     """Create the topics of the given owners on KAFKA_BOOTSTRAP_SERVERS (exchange ones on the exchange cluster)."""
-    from services.core.kafka import all_topic_names, create_topics
+    from services.protocol.catalog import all_topic_names
+    from services.core.kafka import create_topics
 
     settings = load_settings()
     own = [name for name in owner if name != "exchange"]
@@ -170,10 +172,10 @@ def backup(to: Path = typer.Option(..., "--to", help="folder to write the backup
 def restore(from_: Path = typer.Option(..., "--from", help="folder of a backup")) -> None:
     """Restore a backup: Redis keys (with their TTLs) and SQL rows; refuses a damaged backup."""
     from services.core.backup import restore as restore_backup
-    from services.core.sql import full_metadata
+    from services.tables import every_table
 
     summary, seconds = asyncio.run(_with_redis(lambda redis, settings: restore_backup(
-        redis, settings.database_url.get_secret_value(), from_, full_metadata())))
+        redis, settings.database_url.get_secret_value(), from_, every_table())))
     console.print(f"restored {summary.redis_keys} Redis keys and {summary.sql_rows} SQL rows in {seconds:.2f} s")
 
 
@@ -204,7 +206,7 @@ def train_federated(
 
     from services.exchange.training import LabelledRow, train_federated_over_exchange
     from services.models.registry import ModelRegistry
-    from services.scoring.features import FEATURE_NAMES
+    from services.models.bank_features import FEATURE_NAMES
 
     settings = load_settings()
     try:

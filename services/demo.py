@@ -16,11 +16,14 @@ import numpy as np
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
 
 from services.core.avro import AvroCodec, SchemaStore
-from services.core.catalog import CHANNELS, dlq_name, offers_topic
+from services.protocol.catalog import CHANNELS, offers_topic
+from services.core.topic_names import dlq_name
 from services.core.clients import consume, produce
 from services.core.config import Settings, load_settings
-from services.core.kafka import all_topic_names, create_topics, now_ms
-from services.core.messages import CustomerScores, DeadLetter, Offer, Suppression
+from services.protocol.catalog import all_topic_names
+from services.core.kafka import create_topics, now_ms
+from services.protocol.stream_messages import CustomerScores, Offer, Suppression
+from services.core.dead_letter import DeadLetter
 from services.core.runtime import embedded_stack
 from services.core.supervisor import ServiceRunner
 from services.dispatch.campaigns import load_campaign_file

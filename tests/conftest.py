@@ -14,7 +14,8 @@ import pytest
 
 from services.core.avro import AvroCodec, SchemaStore
 from services.core.config import REPO_ROOT, Settings, load_settings
-from services.core.kafka import all_topic_names, create_topics
+from services.protocol.catalog import all_topic_names
+from services.core.kafka import create_topics
 from services.core.embedded.processes import free_port
 from services.core.runtime import embedded_stack
 from services.core.supervisor import ServiceRunner

@@ -6,9 +6,9 @@ versions apart by the id. Ids come from a Confluent-compatible schema registry w
 version of every schema (frozen copies under schemas/history/). Each schema is parsed once.
 
 Decoding resolves the writer's version (by id) against the current reader schema, so old
-messages stay readable after a backward-compatible change. Encoding is fastavro's, except for
-CustomerScores, the hottest message, which has a byte-identical hand-written writer
-(core/avro_writers.py).
+messages stay readable after a backward-compatible change. Encoding is fastavro's, except where
+a service hands the codec a byte-identical hand-written writer for its hottest message
+(`fast_writers`: scoring's CustomerScores, services/scoring/avro_writer.py).
 """
 from __future__ import annotations
 
@@ -27,9 +27,8 @@ from typing import Any, TypeVar
 import fastavro
 from fastavro.schema import to_parsing_canonical_form
 
-from services.core.avro_writers import FAST_WRITERS
 from services.core.errors import ConfigError, SchemaError, UnreachableError
-from services.core.messages import MESSAGE_TYPES, from_record, to_record
+from services.core.records import from_record, to_record
 
 log = logging.getLogger(__name__)
 MAGIC_BYTE = 0
@@ -37,6 +36,7 @@ HEADER = struct.Struct(">bI")
 MANIFEST_NAME = "manifest.json"
 HISTORY_DIR_NAME = "history"
 M = TypeVar("M")
+FastWriters = dict[type[Any], tuple[str, Callable[[Any], bytes]]]
 
 
 def schema_fingerprint(schema: dict[str, Any]) -> str:
@@ -143,25 +143,26 @@ class AvroCodec:
     """Encode messages to, and decode them from, the Confluent wire format.
 
     >>> from services.core.config import REPO_ROOT
-    >>> from services.core.messages import Suppression
+    >>> from services.core.dead_letter import DeadLetter
     >>> codec = AvroCodec(SchemaStore(REPO_ROOT / "schemas"))
-    >>> message = Suppression("e1", "C1", None, None, "no_consent", "customer has not consented", 0)
-    >>> codec.decode(codec.encode(message), Suppression) == message
+    >>> message = DeadLetter("t", 0, 1, None, b"x", "bad", "ValueError", "d", "ingest", 5)
+    >>> codec.decode(codec.encode(message), DeadLetter) == message
     True
     """
 
-    def __init__(self, store: SchemaStore) -> None:
+    def __init__(self, store: SchemaStore, fast_writers: FastWriters | None = None) -> None:
+        """`fast_writers`: message class -> (fingerprint of the schema it was written for, writer);
+        one whose schema has changed since is not used."""
         self.store = store
-        self._schema_names = {cls: cls.SCHEMA for cls in MESSAGE_TYPES}
         self._fast_writers: dict[type[Any], Callable[[Any], bytes]] = {}
-        for cls, (fingerprint, writer) in FAST_WRITERS.items():
+        for cls, (fingerprint, writer) in (fast_writers or {}).items():
             if schema_fingerprint(store.writer_version(cls.SCHEMA).schema) == fingerprint:
                 self._fast_writers[cls] = writer
             else:
                 log.warning("schema changed since its hand-written writer was; using fastavro", extra={"schema": cls.SCHEMA})
 
     def encode(self, message: Any) -> bytes:
-        version = self.store.writer_version(self._schema_names[type(message)])
+        version = self.store.writer_version(type(message).SCHEMA)
         header = HEADER.pack(MAGIC_BYTE, version.schema_id)
         fast_writer = self._fast_writers.get(type(message))
         try:

@@ -41,12 +41,12 @@ from redis.exceptions import TimeoutError as RedisTimeoutError
 
 from services.core import metrics
 from services.core.avro import AvroCodec
-from services.core.catalog import TOPICS, dlq_name
 from services.core.config import Settings
 from services.core.errors import MessageError, UnreachableError
 from services.core.faust_transport import TunedApp
 from services.core.logs import facts
-from services.core.messages import DeadLetter
+from services.core.dead_letter import DeadLetter
+from services.core.topic_names import EXCHANGE_TOPIC_PREFIX, dlq_name
 from services.core.telemetry import TraceDecision, decide_trace, headers_from_context, root_sample_ratio
 
 log = logging.getLogger(__name__)
@@ -71,6 +71,9 @@ TRANSACTION_TIMEOUT_MS = 10_000
 TRANSACTION_RETRY_BACKOFF_MS = 5
 
 
+PUBLISHER_START_WAIT_S = 30.0
+
+
 def cluster_of(settings: Settings, logical_topic: str) -> str:
     """The bootstrap servers of the cluster a topic lives on: exchange topics on the exchange
     cluster, everything else (dead letters included) on the party's own.
@@ -81,8 +84,7 @@ def cluster_of(settings: Settings, logical_topic: str) -> str:
     >>> cluster_of(settings, "exchange.to_bank"), cluster_of(settings, "dlq.exchange.to_bank")
     ('shared:9093', 'own:9092')
     """
-    spec = TOPICS.get(logical_topic)
-    return settings.exchange_servers if spec is not None and spec.owner == "exchange" else settings.kafka_bootstrap_servers
+    return settings.exchange_servers if logical_topic.startswith(EXCHANGE_TOPIC_PREFIX) else settings.kafka_bootstrap_servers
 
 
 def now_ms() -> int:
@@ -141,10 +143,6 @@ async def create_topics(bootstrap_servers: str, names: Sequence[str], partitions
         await admin.close()
 
 
-def all_topic_names(settings: Settings, owners: Sequence[str] = ("bank", "partner", "exchange")) -> list[str]:
-    return [settings.topic(spec.name) for spec in TOPICS.values() if spec.owner in owners]
-
-
 @dataclass(frozen=True, slots=True)
 class Inbound(Generic[M]):
     """One decoded message with where it came from."""
@@ -195,6 +193,7 @@ class Publisher:
         self.transactional_id = transactional_id
         self._in_transaction = False
         self._producers: dict[str, AIOKafkaProducer] = {}
+        self._started = asyncio.Event()
         self._partitions: dict[str, list[int]] = {}  # full topic name -> its partitions, sorted
         self._open: dict[tuple[str, str, int], BatchBuilder] = {}  # (servers, topic, partition) -> batch
         # Record batches that filled up before `ship`: held, so nothing reaches the producer before
@@ -206,6 +205,7 @@ class Publisher:
 
     async def start(self) -> None:
         await self._producer_for_servers(self.settings.kafka_bootstrap_servers)
+        self._started.set()
 
     async def _producer_for_servers(self, servers: str) -> AIOKafkaProducer:
         """One producer per cluster; the exchange cluster's is made on the first exchange message."""
@@ -269,6 +269,7 @@ class Publisher:
                 await asyncio.wait_for(producer.abort_transaction(), BROKER_PROBE_TIMEOUT_S)
 
     async def stop(self) -> None:
+        self._started.clear()
         producers, self._producers = self._producers, {}
         for producer in producers.values():
             await producer.stop()
@@ -290,7 +291,12 @@ class Publisher:
 
     async def send_bytes(self, topic: str, key: bytes | None, value: bytes | None, headers: list[tuple[str, bytes]]) -> None:
         if not self._producers:
-            raise UnreachableError("publisher used before start()")
+            # A faust agent (reporting) may dead-letter its first message before the stage runner
+            # has started the publisher: wait for the start rather than lose the agent.
+            try:
+                await asyncio.wait_for(self._started.wait(), PUBLISHER_START_WAIT_S)
+            except asyncio.TimeoutError as exc:
+                raise UnreachableError(f"publisher not started within {PUBLISHER_START_WAIT_S:.0f} s") from exc
         servers = cluster_of(self.settings, topic)
         full_topic = self.settings.topic(topic)
         partitions = self._partitions.get(full_topic)
@@ -755,3 +761,21 @@ def tombstone_decoder(codec: AvroCodec, message_type: type[M]) -> Decoder[M | No
         return None if value is None else codec.decode(value, message_type)
 
     return decode
+
+
+def attach(results: list[HandlerResult], extra: list[Outbound]) -> list[HandlerResult]:
+    """Publish `extra` with the batch: on the last message that did not fail.
+
+    If every message failed there is nothing the batch stands for, and `extra` must be empty.
+
+    >>> attach([[], ValueError()], [])  # doctest: +ELLIPSIS
+    [[], ValueError()]
+    """
+    if not extra:
+        return results
+    for index in range(len(results) - 1, -1, -1):
+        result = results[index]
+        if isinstance(result, list):
+            results[index] = [*result, *extra]
+            return results
+    raise AssertionError("batch-level messages from a batch whose every message failed")

@@ -15,7 +15,7 @@ import prometheus_client
 import redis.asyncio as aioredis
 from opentelemetry.sdk.trace import SpanProcessor
 
-from services.core.avro import AvroCodec, SchemaRegistryClient, SchemaStore
+from services.core.avro import AvroCodec, FastWriters, SchemaRegistryClient, SchemaStore
 from services.core.config import Settings, load_settings
 from services.core.errors import CipherstreamError
 from services.core.kafka import DeadLetters, Publisher, Stage, StageRunner, build_app, transactional_id
@@ -57,6 +57,7 @@ class ServiceContext:
 def bootstrap(
     name: str, *, needs_redis: bool = False, needs_database: bool = False, uses_faust_tables: bool = False,
     active_standby: bool = False, settings: Settings | None = None, span_processors: tuple[SpanProcessor, ...] = (),
+    fast_writers: FastWriters | None = None,
 ) -> ServiceContext:
     """Load settings, set up logs and tracing, check every configured part answers, build the app."""
     settings = settings or load_settings()
@@ -78,7 +79,7 @@ def bootstrap(
     if needs_database:
         check_database(settings.database_url.get_secret_value())
     registry = SchemaRegistryClient(settings.schema_registry_url) if settings.schema_registry_url else None
-    codec = AvroCodec(SchemaStore(settings.schema_dir, registry))
+    codec = AvroCodec(SchemaStore(settings.schema_dir, registry), fast_writers)
     app = build_app(settings, name, uses_faust_kafka=uses_faust_tables)
     # A faust-table service (reporting) gets its exactly-once from faust; its own publisher only
     # writes dead letters, outside any stage batch, so it is not transactional.

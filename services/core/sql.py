@@ -12,17 +12,14 @@ from sqlalchemy.engine import Engine
 from sqlalchemy.exc import DatabaseError
 from sqlalchemy.orm import DeclarativeBase
 
-# Modules that declare tables on `Base`; importing them registers their tables on the metadata.
-TABLE_MODULES = ("services.models.registry", "services.dispatch.campaign_store")
-
-
 class Base(DeclarativeBase):
     pass
 
 
-def full_metadata() -> MetaData:
-    """The metadata with every table of every module (what backup and restore must cover)."""
-    for module in TABLE_MODULES:
+def full_metadata(table_modules: Sequence[str]) -> MetaData:
+    """The metadata with every table the named modules declare on `Base` (importing a module
+    registers its tables); services/tables.py names them all for backup and restore."""
+    for module in table_modules:
         importlib.import_module(module)
     return Base.metadata
 

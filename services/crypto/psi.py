@@ -86,6 +86,7 @@ import numpy as np
 import rbcl
 
 from services.core.errors import CipherstreamError
+from services.protocol.identity import JOIN_ID_BYTES
 
 POINT_BYTES = 32
 """A ristretto255 point is always encoded in 32 bytes (canonical encoding)."""
@@ -93,7 +94,6 @@ POINT_BYTES = 32
 SCALAR_BYTES = 32
 SESSION_ID_BYTES = 16
 SALT_BYTES = 32
-JOIN_ID_BYTES = 16
 """Join ids are 128-bit: collisions among even 10^9 ids have probability below 10^-20."""
 
 HASH_TO_GROUP_DST = b"cipherstream/psi/v1/ristretto255/sha512"

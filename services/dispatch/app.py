@@ -6,7 +6,7 @@ import asyncio
 
 from services.core import metrics
 from services.core.kafka import Stage, avro_decoder
-from services.core.messages import CustomerScores, OfferResponse
+from services.protocol.stream_messages import CustomerScores, OfferResponse
 from services.core.service import ServiceContext, bootstrap, main
 from services.dispatch.campaign_catalog import CampaignCatalog
 from services.dispatch.campaign_store import CampaignStore

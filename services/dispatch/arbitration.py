@@ -9,7 +9,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from services.core.messages import CustomerScores, ProductScore
+from services.protocol.stream_messages import CustomerScores, ProductScore
 from services.dispatch.campaigns import ArbitrationWeights, Campaign, ChannelTemplate
 
 

@@ -17,9 +17,9 @@ from dataclasses import dataclass, field
 import redis.asyncio as aioredis
 
 from services.core import metrics
-from services.core.catalog import offers_topic
+from services.protocol.catalog import offers_topic
 from services.core.kafka import HandlerResult, Inbound, Outbound, now_ms
-from services.core.messages import CustomerScores, Offer, OfferResponse, Suppression
+from services.protocol.stream_messages import CustomerScores, Offer, OfferResponse, Suppression
 from services.dispatch.arbitration import Candidate, RankTable, local_time
 from services.dispatch.campaigns import ArbitrationWeights, Campaign, ContactRules
 from services.dispatch.contact_policy import ContactPolicy, Request

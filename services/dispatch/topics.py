@@ -1,5 +1,5 @@
 """Topics the dispatch service reads and writes."""
-from services.core.catalog import CHANNELS, offers_topic
+from services.protocol.catalog import CHANNELS, offers_topic
 
 SCORES = "scores"                                                # reads: CustomerScores
 RESPONSES = "responses"                                          # reads: OfferResponse (opt-outs, uplift)

@@ -1,6 +1,3 @@
-"""The cross-party exchange: PSI alignment and partial scores over the exchange.* topics.
-
-`envelope` wraps every protocol message in an ExchangeMessage; `alignment` runs one party's
-side of PSI with its state in that party's own Redis; `partial_scores` encodes score requests
-and answers. `app` is the bank's exchange service; the partner's side is services/partner.
-"""
+"""exchange: the bank's side of the cross-party exchange (PSI alignment, partial scores and
+federated training over the exchange.* topics). The messages are services/protocol's; one
+party's PSI side is services/crypto/psi_link.py; the partner's side is services/partner."""

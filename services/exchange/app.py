@@ -3,10 +3,7 @@
 Aligns the bank's customers with the partner's records by PSI over the exchange topics (on
 identity hashes from customer.identities, the only reader of that topic), asks the partner for
 partial scores of newly aligned customers and stores every partial score it receives for the
-scoring service. Bank Redis keys:
-
-`nid:<identity hash>` -> customer id      `join:<customer id>` -> join id (after PSI)
-`partial:<join id>`   -> hash: model -> "<version>|<w_p . x_p>"
+scoring service, under the keys of services/protocol/bank_keys.py.
 """
 from __future__ import annotations
 
@@ -16,13 +13,14 @@ import redis.asyncio as aioredis
 
 from services.core import metrics
 from services.core.kafka import HandlerResult, Inbound, Outbound, Stage, avro_decoder, tombstone_decoder
-from services.core.messages import CustomerIdentity, ExchangeMessage
+from services.protocol.stream_messages import CustomerIdentity, ExchangeMessage
 from services.core.service import ServiceContext, bootstrap, main
-from services.exchange.alignment import AlignmentLink
-from services.exchange.batching import attach
-from services.exchange.envelope import FEDLR_PREFIX, PARTIAL_SCORES, SCORE_REQUEST, check_incoming, envelope
-from services.exchange.partial_scores import PartialScores, encode_request
-from services.partner.store import id_hash
+from services.crypto.psi_link import AlignmentLink
+from services.core.kafka import attach
+from services.protocol.exchange import FEDLR_PREFIX, PARTIAL_SCORES, SCORE_REQUEST, check_incoming, envelope
+from services.protocol.partial_scores import PartialScores, encode_request
+from services.protocol.bank_keys import BankKeys, partial_score_value
+from services.protocol.identity import id_hash
 from services.exchange.topics import CUSTOMER_IDENTITIES, EXCHANGE_TO_BANK
 
 SERVICE = "exchange"
@@ -33,11 +31,9 @@ class BankExchange:
     def __init__(self, redis: aioredis.Redis, key_prefix: str) -> None:
         self.redis = redis
         self.key_prefix = key_prefix
+        self.keys = BankKeys(key_prefix)
         self.link = AlignmentLink(redis, key_prefix, "bank")
         self._loaded = False
-
-    def key(self, kind: str, name: str) -> str:
-        return f"{self.key_prefix}{kind}:{name}"
 
     async def _session_messages(self) -> list[Outbound]:
         """On first use: carry on with the saved session, or open one (the partner joins it)."""
@@ -60,7 +56,7 @@ class BankExchange:
                 erased.append((inbound.key or b"").decode())
                 continue
             identity_hash = id_hash(inbound.message.national_id)
-            pipeline.set(self.key("nid", identity_hash), inbound.message.customer_id)
+            pipeline.set(self.keys.nid(identity_hash), inbound.message.customer_id)
             hashes.append(identity_hash)
         await pipeline.execute()
         if erased:
@@ -71,9 +67,9 @@ class BankExchange:
     async def _erase(self, customer_ids: list[str]) -> None:
         """An erased customer's join id and partial scores go; PSI's blinded points are not
         reversible and expire with the session."""
-        join_ids = await self.redis.mget([self.key("join", customer) for customer in customer_ids])
-        keys = [self.key("join", customer) for customer in customer_ids]
-        keys += [self.key("partial", join_id.decode()) for join_id in join_ids if join_id]
+        join_ids = await self.redis.mget([self.keys.join(customer) for customer in customer_ids])
+        keys = [self.keys.join(customer) for customer in customer_ids]
+        keys += [self.keys.partial(join_id.decode()) for join_id in join_ids if join_id]
         await self.redis.delete(*keys)
 
     async def exchange(self, batch: list[Inbound[ExchangeMessage]]) -> list[HandlerResult]:
@@ -99,12 +95,12 @@ class BankExchange:
         if not joined:
             return []
         hashes = list(joined)
-        customers = await self.redis.mget([self.key("nid", identity_hash) for identity_hash in hashes])
+        customers = await self.redis.mget([self.keys.nid(identity_hash) for identity_hash in hashes])
         pipeline = self.redis.pipeline(transaction=False)
         join_ids = []
         for identity_hash, customer in zip(hashes, customers):
             if customer is not None:
-                pipeline.set(self.key("join", customer.decode()), joined[identity_hash])
+                pipeline.set(self.keys.join(customer.decode()), joined[identity_hash])
                 join_ids.append(joined[identity_hash])
         await pipeline.execute()
         return [envelope(SCORE_REQUEST, "bank", self.link.session_hex, encode_request(join_ids[start:start + MAX_IDS_PER_REQUEST]))
@@ -114,8 +110,8 @@ class BankExchange:
         pipeline = self.redis.pipeline(transaction=False)
         for join_id, per_model in answer.scores.items():
             if per_model:
-                pipeline.hset(self.key("partial", join_id),
-                              mapping={model: f"{answer.model_versions[model]}|{score!r}" for model, score in per_model.items()})
+                pipeline.hset(self.keys.partial(join_id), mapping={
+                    model: partial_score_value(answer.model_versions[model], score) for model, score in per_model.items()})
         await pipeline.execute()
 
 

@@ -1,5 +1,5 @@
 """Topics the bank's exchange service reads and writes (schemas in schemas/, names in core/catalog.py)."""
-from services.core.catalog import EXCHANGE_TO_BANK, EXCHANGE_TO_PARTNER
+from services.protocol.catalog import EXCHANGE_TO_BANK, EXCHANGE_TO_PARTNER
 
 CUSTOMER_IDENTITIES = "customer.identities"  # reads: CustomerIdentity (tombstone: erase); the only reader
 __all__ = ["CUSTOMER_IDENTITIES", "EXCHANGE_TO_BANK", "EXCHANGE_TO_PARTNER"]

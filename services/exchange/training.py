@@ -4,7 +4,7 @@ over the exchange topics, then registers the bank's half in the model registry.
 A job, not a stream stage (as FATE runs jobs): it produces to exchange.to_partner and reads the
 partner's replies of its own run from exchange.to_bank (no consumer group; the exchange service
 ignores fedlr_* messages). Its rows are the bank's labelled history for one product: customer,
-bank feature vector (services/scoring/features.py), label; only aligned customers take part.
+bank feature vector (services/models/bank_features.py), label; only aligned customers take part.
 When it returns, scoring picks the new version up within FEDERATED_REFRESH_S and the partner has
 pushed partial scores of the new version for everyone aligned.
 """
@@ -22,13 +22,14 @@ import redis.asyncio as aioredis
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
 
 from services.core.avro import AvroCodec, SchemaStore
-from services.core.catalog import EXCHANGE_TO_BANK
+from services.protocol.bank_keys import BankKeys
+from services.protocol.catalog import EXCHANGE_TO_BANK
 from services.core.clients import partitions_of
 from services.core.config import Settings
 from services.core.errors import UnreachableError, ValidationError
-from services.core.messages import ExchangeMessage
-from services.exchange.envelope import envelope
-from services.exchange.training_messages import (
+from services.protocol.stream_messages import ExchangeMessage
+from services.protocol.exchange import envelope
+from services.protocol.training_messages import (
     FEDLR_FINISH,
     FEDLR_MASKED,
     FEDLR_PLAN,
@@ -38,10 +39,10 @@ from services.exchange.training_messages import (
     FEDLR_UNMASKED,
     TrainingRun,
 )
-from services.federation.fedlr import BankParty, Mode
+from services.models.fedlr import BankParty, Mode
 from services.models.registry import DataFingerprint, ModelRegistry, ModelVersion
-from services.scoring.features import FEATURE_NAMES
-from services.scoring.federated import BankHalf, federated_model_name
+from services.models.bank_features import FEATURE_NAMES
+from services.models.federated import BankHalf, federated_model_name
 
 REPLY_TIMEOUT_S = 120.0
 
@@ -65,7 +66,7 @@ class TrainingResult:
 
 async def aligned_rows(redis: aioredis.Redis, key_prefix: str, rows: list[LabelledRow]) -> list[tuple[str, LabelledRow]]:
     """(join id, row) for the rows whose customer PSI aligned with the partner."""
-    join_ids = await redis.mget([f"{key_prefix}join:{row.customer_id}" for row in rows]) if rows else []
+    join_ids = await redis.mget([BankKeys(key_prefix).join(row.customer_id) for row in rows]) if rows else []
     return [(join_id.decode(), row) for join_id, row in zip(join_ids, rows) if join_id]
 
 

@@ -9,7 +9,7 @@ import datetime as dt
 import hashlib
 import random
 
-from services.core.messages import Offer, OfferResponse, Suppression
+from services.protocol.stream_messages import Offer, OfferResponse, Suppression
 from services.generator.population import SyntheticCustomer
 
 OPT_OUT_RATE = 0.01

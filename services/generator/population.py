@@ -13,7 +13,7 @@ import random
 from collections.abc import Iterator
 from dataclasses import dataclass
 
-from services.scoring.features import PRODUCTS
+from services.models.bank_features import PRODUCTS
 
 SEGMENTS = ("young_professional", "affluent", "family", "retiree", "student")
 CHANNEL_PREFERENCE = ("push", "sms", "email", "wechat", "callcentre")

@@ -20,7 +20,9 @@ import pydantic
 from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, StringConstraints
 
 from services.core.errors import ValidationError
-from services.core.messages import CustomerEvent, CustomerIdentity, CustomerProfile
+from services.core.parsing import iso_text
+from services.protocol.identity import NationalId
+from services.protocol.stream_messages import CustomerEvent, CustomerIdentity, CustomerProfile
 
 MAX_RAW_BYTES = 64 * 1024
 # A deposit at or above this (in major units of the currency) is a "large deposit" trigger.
@@ -30,18 +32,6 @@ MAX_AMOUNT_MAJOR = Decimal("1e12")
 CustomerId = Annotated[str, StringConstraints(pattern=r"^[A-Za-z0-9_-]{1,64}$")]
 Currency = Annotated[str, StringConstraints(pattern=r"^[A-Z]{3}$")]
 Country = Annotated[str, StringConstraints(pattern=r"^[A-Z]{2}$")]
-NationalId = Annotated[str, StringConstraints(pattern=r"^[0-9A-Za-z]{6,32}$", to_upper=True)]
-
-
-def iso_text(value: Any) -> Any:
-    """Dates and times arrive as ISO 8601 text; a bare number would be read as seconds since 1970."""
-    if not isinstance(value, str):
-        raise ValueError(f"expected an ISO 8601 string, got {type(value).__name__}")
-    if not value[:1].isdigit() or len(value) < 10 or value[4:5] != "-":
-        raise ValueError(f"{value[:40]!r} is not an ISO 8601 date")
-    return value
-
-
 Timestamp = Annotated[dt.datetime, BeforeValidator(iso_text)]
 IsoDate = Annotated[dt.date, BeforeValidator(iso_text)]
 EARLIEST_EVENT = dt.datetime(2000, 1, 1, tzinfo=dt.timezone.utc)

@@ -1,0 +1,12 @@
+"""The models both parties train and score with, and the registry that keeps their versions.
+
+- `bank_features`: the bank's feature vector for a customer event and profile, and the products.
+- `fedlr`: federated logistic regression between the two parties (vertical, Paillier):
+  `BankParty`, `PartnerParty`, the driver `train_federated` and `predict`; its docstring says
+  who sends what and what each side learns. Its messages are services/protocol/fedlr_messages.py.
+- `kernel`: prod_i [[r_i]]^(q_ij) for every partner feature with joint buckets (the cost centre).
+- `workers`: a party's process pool for the kernel, encryption and decryption.
+- `federated`: the bank's half of a deployed federated model, as scoring applies it.
+- `datasets`: FATE's vertically split example data and a fixed stratified split.
+- `registry`: every model version with its lineage, in the SQL database.
+"""

@@ -17,19 +17,13 @@ import numpy as np
 from services.core import metrics
 from services.core.errors import ValidationError
 from services.core.kafka import HandlerResult, Inbound, Outbound, Stage, avro_decoder
-from services.core.messages import ExchangeMessage
+from services.protocol.stream_messages import ExchangeMessage
 from services.core.service import ServiceContext, bootstrap, main
-from services.exchange.alignment import AlignmentLink
-from services.exchange.batching import attach
-from services.exchange.envelope import (
-    PARTIAL_SCORES,
-    PSI_SESSION,
-    SCORE_REQUEST,
-    check_incoming,
-    envelope,
-)
-from services.exchange.partial_scores import PartialScores, decode_request
-from services.exchange.training_messages import (
+from services.crypto.psi_link import AlignmentLink
+from services.core.kafka import attach
+from services.protocol.exchange import PARTIAL_SCORES, PSI_SESSION, SCORE_REQUEST, check_incoming, envelope
+from services.protocol.partial_scores import PartialScores, decode_request
+from services.protocol.training_messages import (
     FEDLR_FINISH,
     FEDLR_MASKED,
     FEDLR_PLAN,
@@ -39,9 +33,10 @@ from services.exchange.training_messages import (
     FEDLR_UNMASKED,
     TrainingRun,
 )
-from services.federation.fedlr import PartnerParty
+from services.models.fedlr import PartnerParty
 from services.partner.features import PartnerRecord, feature_vector, parse_feed
-from services.partner.store import PartnerModel, PartnerStore, id_hash
+from services.partner.store import PartnerModel, PartnerStore
+from services.protocol.identity import id_hash
 from services.partner.topics import EXCHANGE_TO_PARTNER, PARTNER_FEATURES, RAW_PARTNER_FEATURES
 
 SERVICE = "partner"
@@ -117,7 +112,7 @@ class PartnerService:
         return results
 
     async def _training_step(self, message: ExchangeMessage) -> list[Outbound]:
-        """One step of a federated training run the bank drives (services/federation/fedlr.py)."""
+        """One step of a federated training run the bank drives (services/models/fedlr.py)."""
         run_id = message.session_id
         if message.kind == FEDLR_START:
             run = TrainingRun.from_bytes(message.payload)

@@ -17,8 +17,9 @@ import pydantic
 from pydantic import BaseModel, BeforeValidator, ConfigDict, StringConstraints
 
 from services.core.errors import ValidationError
-from services.core.messages import PartnerFeatures
-from services.ingest.cdc import NationalId, iso_text
+from services.protocol.stream_messages import PartnerFeatures
+from services.core.parsing import iso_text
+from services.protocol.identity import NationalId
 
 MAX_RAW_BYTES = 16 * 1024
 

@@ -8,7 +8,6 @@
 """
 from __future__ import annotations
 
-import hashlib
 import json
 from dataclasses import dataclass
 
@@ -16,15 +15,6 @@ import numpy as np
 import redis.asyncio as aioredis
 
 from services.partner.features import FEATURE_NAMES
-
-
-def id_hash(national_id: str) -> str:
-    """The identity both parties align on: the same normalised national id gives the same hash.
-
-    >>> id_hash("11010519491231002X")[:12]
-    '426695a0efdb'
-    """
-    return hashlib.sha256(national_id.encode()).hexdigest()
 
 
 @dataclass(frozen=True)

@@ -1,5 +1,5 @@
 """Topics the partner service reads and writes (schemas in schemas/, names in core/catalog.py)."""
-from services.core.catalog import EXCHANGE_TO_BANK, EXCHANGE_TO_PARTNER
+from services.protocol.catalog import EXCHANGE_TO_BANK, EXCHANGE_TO_PARTNER
 
 RAW_PARTNER_FEATURES = "partner.features.raw"  # reads: the partner's JSON feed
 PARTNER_FEATURES = "partner.features"          # writes: PartnerFeatures (partner-only, compacted)

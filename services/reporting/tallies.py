@@ -18,7 +18,7 @@ from collections.abc import Iterable, Mapping
 from typing import Any, TypedDict
 
 from services.core.errors import MessageError
-from services.core.messages import Offer, OfferResponse, Suppression
+from services.protocol.stream_messages import Offer, OfferResponse, Suppression
 from services.reporting.topics import OFFERS, RESPONSES, SUPPRESSIONS
 
 NO_CAMPAIGN = "(none)"  # a suppression decided before any campaign was eligible
@@ -49,7 +49,7 @@ def utc_day(ms: int) -> str:
 def tally_of(message: Decision) -> tuple[str, str, str]:
     """(campaign, day, counter) for one message: offered:<channel>, suppressed:<reason> or response:<outcome>.
 
-    >>> from services.core.messages import Suppression
+    >>> from services.protocol.stream_messages import Suppression
     >>> tally_of(Suppression("e1", "C1", None, None, "frequency_cap", "", 0))
     ('(none)', '1970-01-01', 'suppressed:frequency_cap')
     """

@@ -1,5 +1,5 @@
 """Topics the reporting service reads and writes."""
-from services.core.catalog import CHANNELS, offers_topic
+from services.protocol.catalog import CHANNELS, offers_topic
 
 OFFERS = tuple(offers_topic(channel) for channel in CHANNELS)    # reads: Offer, one topic per channel
 SUPPRESSIONS = "suppressions"                                    # reads: Suppression

@@ -2,9 +2,10 @@
 from __future__ import annotations
 
 from services.core.kafka import Stage, avro_decoder, tombstone_decoder
-from services.core.messages import CustomerEvent, CustomerProfile, OfferResponse
+from services.protocol.stream_messages import CustomerEvent, CustomerProfile, OfferResponse
 from services.core.service import ServiceContext, bootstrap, main
 from services.models.registry import ModelRegistry
+from services.scoring.avro_writer import FAST_WRITERS
 from services.scoring.scorer import Scorer
 from services.scoring.topics import CUSTOMER_EVENTS, CUSTOMER_PROFILES, RESPONSES
 
@@ -12,7 +13,7 @@ SERVICE = "scoring"
 
 
 def build() -> ServiceContext:
-    context = bootstrap(SERVICE, needs_redis=True, needs_database=True)
+    context = bootstrap(SERVICE, needs_redis=True, needs_database=True, fast_writers=FAST_WRITERS)
     assert context.redis is not None
     registry = ModelRegistry(context.settings.database_url.get_secret_value())
     scorer = Scorer.start(context.redis, context.settings.redis_key_prefix, registry,

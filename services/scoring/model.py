@@ -16,8 +16,8 @@ from dataclasses import dataclass, field
 import numpy as np
 from river import compose, drift, linear_model, metrics, optim, preprocessing
 
-from services.core.messages import ReasonCode
-from services.scoring.features import FEATURE_NAMES
+from services.protocol.stream_messages import ReasonCode
+from services.models.bank_features import FEATURE_NAMES
 
 REASONS_PER_SCORE = 3
 PRIOR_CONVERSION_RATE = 0.05

@@ -7,7 +7,7 @@ learned against exactly what was scored; expires after `feature_ttl_s`).
 
 An aligned customer (`join:<customer>`, set by the exchange service) whose partner partial score
 has arrived (`partial:<join id>`) is scored by the product's federated model when one is
-deployed (services/scoring/federated.py); everyone else by the bank-only online model.
+deployed (services/models/federated.py); everyone else by the bank-only online model.
 """
 from __future__ import annotations
 
@@ -26,10 +26,18 @@ import redis.asyncio as aioredis
 from services.core import metrics
 from services.core.kafka import HandlerResult, Inbound, Outbound, now_ms
 from services.core.logs import facts
-from services.core.messages import CustomerEvent, CustomerProfile, CustomerScores, OfferResponse, ProductScore, ReasonCode
+from services.protocol.bank_keys import BankKeys, parse_partial_score
+from services.protocol.stream_messages import (
+    CustomerEvent,
+    CustomerProfile,
+    CustomerScores,
+    OfferResponse,
+    ProductScore,
+    ReasonCode,
+)
 from services.models.registry import DataFingerprint, ModelRegistry, ModelVersion
-from services.scoring.features import FEATURE_NAMES, PRODUCTS, feature_matrix
-from services.scoring.federated import REASON_NAMES, LiveFederated, load_federated
+from services.models.bank_features import FEATURE_NAMES, PRODUCTS, feature_matrix
+from services.models.federated import REASON_NAMES, LiveFederated, load_federated
 from services.scoring.model import ProductModel, top_reasons_batch
 
 log = logging.getLogger(__name__)
@@ -83,6 +91,10 @@ class Scorer:
     model_refresh_s: float = FEDERATED_REFRESH_S
     _store_features_script: Any = None
 
+    @property
+    def keys(self) -> BankKeys:
+        return BankKeys(self.key_prefix)
+
     @classmethod
     def start(cls, redis: aioredis.Redis, key_prefix: str, registry: ModelRegistry, products: tuple[str, ...] = PRODUCTS,
               checkpoint_every_rows: int = 200, model_refresh_s: float = FEDERATED_REFRESH_S) -> Scorer:
@@ -122,7 +134,7 @@ class Scorer:
         if aligned and self.federated:
             pipeline = self.redis.pipeline(transaction=False)
             for index in aligned:
-                pipeline.hgetall(self._key("partial", join_ids[index].decode()))  # type: ignore[union-attr]
+                pipeline.hgetall(self.keys.partial(join_ids[index].decode()))  # type: ignore[union-attr]
             for index, stored in zip(aligned, await pipeline.execute()):
                 found[index] = {model.decode(): value.decode() for model, value in stored.items()}
         return found
@@ -162,7 +174,7 @@ class Scorer:
         events = [inbound.message for inbound in batch]
         customer_ids = [event.customer_id for event in events]
         stored = await self.redis.mget([self._key("profile", customer) for customer in customer_ids]
-                                       + [self._key("join", customer) for customer in customer_ids])
+                                       + [self.keys.join(customer) for customer in customer_ids])
         profiles = [_profile_from_json(raw) if raw else unknown_profile(customer)
                     for raw, customer in zip(stored, customer_ids)]
         partials = await self._partial_scores(customer_ids, stored[len(events):])
@@ -212,10 +224,10 @@ class Scorer:
         for row, per_model in enumerate(partials):
             stored = per_model.get(live.version.model_name)
             if stored:
-                version, score = stored.split("|", 1)
+                version, score = parse_partial_score(stored)
                 if version == live.half.partner_version:
                     rows.append(row)
-                    scores.append(float(score))
+                    scores.append(score)
         if not rows:
             return
         contributions = live.half.contributions(features[rows], np.asarray(scores))

@@ -14,7 +14,14 @@ from hypothesis import given, settings as hypothesis_settings, strategies as st
 from services.core.avro import AvroCodec, SchemaStore
 from services.core.config import REPO_ROOT
 from services.core.errors import SchemaError
-from services.core.messages import MESSAGE_TYPES, OUTCOMES, TRIGGER_EVENT_TYPES, CustomerEvent, ReasonCode, Suppression
+from services.protocol.stream_messages import (
+    MESSAGE_TYPES,
+    OUTCOMES,
+    TRIGGER_EVENT_TYPES,
+    CustomerEvent,
+    ReasonCode,
+    Suppression,
+)
 
 LONGS = st.integers(min_value=-(2**63), max_value=2**63 - 1)
 INTS = st.integers(min_value=-(2**31), max_value=2**31 - 1)
@@ -100,7 +107,7 @@ class ReasonCodeHolder:
 
 
 def test_reason_codes_keep_their_order(codec: AvroCodec) -> None:
-    from services.core.messages import ProductScore
+    from services.protocol.stream_messages import ProductScore
 
     score = ProductScore("p", 0.5, "m@v1", "CS-1", False, (ReasonCode("b", 2.0), ReasonCode("a", -1.0)))
     assert score.reasons[0].feature == "b"

@@ -7,12 +7,12 @@ import fastavro
 import pytest
 from hypothesis import given, settings as hypothesis_settings, strategies as st
 
-from services.core import avro
 from services.core.avro import AvroCodec, SchemaStore, schema_fingerprint
-from services.core.avro_writers import FAST_WRITERS, write_customer_scores
+from services.scoring.avro_writer import FAST_WRITERS, write_customer_scores
 from services.core.config import REPO_ROOT
 from services.core.errors import SchemaError
-from services.core.messages import CustomerScores, ProductScore, ReasonCode, Suppression, to_record
+from services.protocol.stream_messages import CustomerScores, ProductScore, ReasonCode, Suppression
+from services.core.records import to_record
 from tests.core.test_avro import message_strategy
 
 SCORES_SCHEMA = "cipherstream.CustomerScores"
@@ -49,7 +49,8 @@ def sample_scores(**changes: object) -> CustomerScores:
 
 
 @pytest.mark.parametrize("changes", [{"received_at_ms": 2**63}, {"age": 2**31}, {"age": -(2**31) - 1}, {"event_type": "unknown"}])
-def test_out_of_range_values_are_a_schema_error_not_a_crash(codec: AvroCodec, changes: dict[str, object]) -> None:
+def test_out_of_range_values_are_a_schema_error_not_a_crash(changes: dict[str, object]) -> None:
+    codec = AvroCodec(SchemaStore(REPO_ROOT / "schemas"), FAST_WRITERS)  # as scoring builds it
     with pytest.raises(SchemaError):
         codec.encode(sample_scores(**changes))
 
@@ -60,9 +61,8 @@ def test_fastavro_path_refuses_out_of_range_longs_clearly(codec: AvroCodec) -> N
         codec.encode(Suppression("e", "C", None, None, "no_consent", "d", 2**64))
 
 
-def test_a_writer_for_an_older_schema_is_not_used(monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setitem(avro.FAST_WRITERS, CustomerScores, ("0" * 64, lambda message: b"wrong"))
-    codec = AvroCodec(SchemaStore(REPO_ROOT / "schemas"))
+def test_a_writer_for_an_older_schema_is_not_used() -> None:
+    codec = AvroCodec(SchemaStore(REPO_ROOT / "schemas"), {CustomerScores: ("0" * 64, lambda message: b"wrong")})
     message = sample_scores(scores=(ProductScore("p", 0.5, "m@v1", "CS-1", False, (ReasonCode("a", 1.0),)),))
     assert codec.decode(codec.encode(message), CustomerScores) == message
 

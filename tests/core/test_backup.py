@@ -14,7 +14,7 @@ from sqlalchemy import create_engine
 
 from services.core.backup import BackupError, backup, restore
 from services.core.config import Settings
-from services.core.sql import full_metadata
+from services.tables import every_table
 from services.dispatch.campaign_store import CampaignStore
 from services.dispatch.campaigns import Campaign
 from services.models.registry import ModelRegistry
@@ -33,7 +33,7 @@ async def _state(settings: Settings, database_url: str) -> tuple[aioredis.Redis,
 
 def _wipe_sql(database_url: str) -> None:
     engine = create_engine(database_url)
-    full_metadata().drop_all(engine)
+    every_table().drop_all(engine)
     engine.dispose()
 
 
@@ -50,7 +50,7 @@ async def test_restore_brings_back_every_key_ttl_and_registry_row(settings: Sett
 
     await redis.delete(*[key async for key in redis.scan_iter(match=f"{settings.redis_key_prefix}*")])
     _wipe_sql(database_url)
-    restored = await restore(redis, database_url, tmp_path / "backup", full_metadata())
+    restored = await restore(redis, database_url, tmp_path / "backup", every_table())
 
     assert restored.redis_keys == 3
     assert await redis.get(f"{settings.redis_key_prefix}profile:C1") == b"profile-of-C1"
@@ -72,7 +72,7 @@ async def test_damaged_backup_is_refused(settings: Settings, database_url: str, 
     with (tmp_path / "backup" / "redis.jsonl").open("a") as damaged:
         damaged.write(json.dumps({"key": "eA==", "ttl_ms": -1, "dump": "AAAA"}) + "\n")
     with pytest.raises(BackupError, match="checksum"):
-        await restore(redis, database_url, tmp_path / "backup", full_metadata())
+        await restore(redis, database_url, tmp_path / "backup", every_table())
     await redis.aclose()
 
 

@@ -13,7 +13,7 @@ from fastavro.utils import generate_many
 from services.core.avro import AvroCodec, SchemaStore, schema_fingerprint
 from services.core.config import REPO_ROOT
 from services.core.errors import ConfigError
-from services.core.messages import Suppression
+from services.protocol.stream_messages import Suppression
 from services.core.schema_release import compatibility_problems, load_manifest, release_changed_schemas, released_versions
 
 SCHEMA_DIR = REPO_ROOT / "schemas"

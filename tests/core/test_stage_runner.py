@@ -13,9 +13,20 @@ from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
 from services.core.avro import AvroCodec
 from services.core.clients import idempotence_available, Record, consume
 from services.core.config import Settings
-from services.core.kafka import (DeadLetters, HandlerResult, Inbound, Outbound, Publisher, Shipment, Stage, StageRunner,
-                                 avro_decoder, create_topics, stage_group_id)
-from services.core.messages import CustomerEvent
+from services.core.kafka import (
+    DeadLetters,
+    HandlerResult,
+    Inbound,
+    Outbound,
+    Publisher,
+    Shipment,
+    Stage,
+    StageRunner,
+    avro_decoder,
+    create_topics,
+    stage_group_id,
+)
+from services.protocol.stream_messages import CustomerEvent
 
 SERVICE = "runner-test"
 INPUT, OUTPUT = "customer.events", "runner.out"

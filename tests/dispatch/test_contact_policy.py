@@ -9,7 +9,14 @@ import redis.asyncio as aioredis
 
 from services.core.config import Settings
 from services.core.kafka import Inbound
-from services.core.messages import CustomerScores, Offer, OfferResponse, ProductScore, ReasonCode, Suppression
+from services.protocol.stream_messages import (
+    CustomerScores,
+    Offer,
+    OfferResponse,
+    ProductScore,
+    ReasonCode,
+    Suppression,
+)
 from services.dispatch.app import caps
 from services.dispatch.campaigns import Campaign, ChannelTemplate, ContactRules
 from services.dispatch.contact_policy import ContactPolicy

@@ -13,7 +13,7 @@ from confluent_kafka import Consumer
 from services.core.avro import AvroCodec
 from services.core.clients import produce
 from services.core.config import Settings
-from services.core.messages import ProductScore, ReasonCode
+from services.protocol.stream_messages import ProductScore, ReasonCode
 from tests.dispatch.test_contact_policy import _scores
 
 OFFER_SCHEMA = Path(__file__).resolve().parents[2] / "schemas" / "offer.avsc"

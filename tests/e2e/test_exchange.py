@@ -16,10 +16,11 @@ from services.core.config import Settings
 from services.core.kafka import create_topics
 from services.core.runtime import start_broker
 from services.core.supervisor import ServiceRunner
-from services.core.messages import DeadLetter, ExchangeMessage
+from services.core.dead_letter import DeadLetter
+from services.protocol.stream_messages import ExchangeMessage
 from services.generator.population import customer_records
 from services.partner.features import FEATURE_NAMES
-from services.partner.store import id_hash
+from services.protocol.identity import id_hash
 from tests.psi_scenario import psi_scenario
 
 

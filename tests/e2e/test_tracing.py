@@ -9,7 +9,7 @@ from pathlib import Path
 from opentelemetry.sdk.trace import TracerProvider
 from opentelemetry.trace import SpanKind
 
-from services.core.catalog import CHANNELS, offers_topic
+from services.protocol.catalog import CHANNELS, offers_topic
 from services.core.clients import consume, produce
 from services.core.config import Settings
 from services.core.telemetry import headers_from_context

@@ -106,7 +106,7 @@ def malformed_partner_feed(draw: st.DrawFn) -> bytes:
 def malformed_exchange(draw: st.DrawFn, codec: AvroCodec, sender: str) -> bytes:
     """A well-formed ExchangeMessage envelope whose content must be refused: wrong sender, unknown
     kind, a PSI or score payload that does not parse, or a session the receiver does not have."""
-    from services.core.messages import ExchangeMessage
+    from services.protocol.stream_messages import ExchangeMessage
 
     kind = draw(st.sampled_from(["psi_blinded", "psi_doubly_blinded", "partial_scores", "score_request", "nonsense"]))
     wrong_sender = draw(st.booleans()) and kind != "nonsense"

@@ -12,8 +12,16 @@ from services.core.avro import AvroCodec
 from services.core.clients import consume, produce
 from services.core.config import Settings
 from services.core.errors import MessageError
-from services.core.messages import (CustomerEvent, CustomerIdentity, CustomerScores, DeadLetter, ExchangeMessage, Offer,
-                                     OfferResponse, Suppression)
+from services.protocol.stream_messages import (
+    CustomerEvent,
+    CustomerIdentity,
+    CustomerScores,
+    ExchangeMessage,
+    Offer,
+    OfferResponse,
+    Suppression,
+)
+from services.core.dead_letter import DeadLetter
 from services.ingest.cdc import normalise, parse_cdc
 from services.partner.features import parse_feed
 from tests.faults.malformed import malformed_avro, malformed_cdc, malformed_exchange, malformed_partner_feed

@@ -11,10 +11,11 @@ import urllib.error
 import urllib.request
 from pathlib import Path
 
-from services.core.catalog import CHANNELS, offers_topic
+from services.protocol.catalog import CHANNELS, offers_topic
 from services.core.clients import consume, produce
 from services.core.config import Settings
-from services.core.kafka import all_topic_names, create_topics
+from services.protocol.catalog import all_topic_names
+from services.core.kafka import create_topics
 from services.core.runtime import start_broker
 from services.core.supervisor import ServiceRunner
 from tests.samples import customer_row, transaction_row

@@ -27,7 +27,7 @@ from services.core.avro import AvroCodec
 from services.core.clients import produce
 from services.core.config import Settings
 from services.core.kafka import stage_group_id
-from services.core.messages import CustomerScores, Offer
+from services.protocol.stream_messages import CustomerScores, Offer
 from services.core.embedded.redis import start_redis
 from services.core.runtime import start_broker
 from services.core.supervisor import ServiceRunner, settings_env

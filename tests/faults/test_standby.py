@@ -21,7 +21,7 @@ import redis.asyncio as aioredis
 from services.core.avro import AvroCodec
 from services.core.clients import consume, produce
 from services.core.config import Settings
-from services.core.messages import ExchangeMessage
+from services.protocol.stream_messages import ExchangeMessage
 from services.core.supervisor import ServiceRunner
 from services.generator.population import customer_records
 from tests.psi_scenario import psi_scenario

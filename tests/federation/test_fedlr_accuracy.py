@@ -13,8 +13,8 @@ from sklearn.linear_model import LogisticRegression
 from sklearn.metrics import roc_auc_score
 
 from services.crypto.paillier import PaillierPrivateKey
-from services.federation.datasets import GuestTable, HostTable, load_vertical, stratified_split
-from services.federation.fedlr import BankParty, PartnerParty, predict, train_federated
+from services.models.datasets import GuestTable, HostTable, load_vertical, stratified_split
+from services.models.fedlr import BankParty, PartnerParty, predict, train_federated
 
 AUC_TOLERANCE = 0.005
 

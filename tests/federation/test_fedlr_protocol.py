@@ -9,7 +9,7 @@ import pytest
 
 from services.core.errors import ValidationError
 from services.crypto.paillier import PaillierPrivateKey, encode_fixed
-from services.federation.fedlr import (
+from services.models.fedlr import (
     BankParty,
     BatchTooSmallError,
     GaussianNoise,
@@ -19,7 +19,7 @@ from services.federation.fedlr import (
     predict,
     train_federated,
 )
-from services.federation.messages import (
+from services.protocol.fedlr_messages import (
     BatchPlan,
     EncryptedResiduals,
     MaskedGradient,

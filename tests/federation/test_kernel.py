@@ -12,14 +12,14 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from phe import paillier
 
-from services.federation.kernel import (
+from services.models.kernel import (
     KernelError,
     KernelPlan,
     plan_kernel,
     signed_weighted_products,
     weighted_ciphertext_products,
 )
-from services.federation.workers import WorkerPool
+from services.models.workers import WorkerPool
 
 
 @pytest.fixture(scope="module")

@@ -6,7 +6,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from services.core.errors import ValidationError
-from services.federation.messages import (
+from services.protocol.fedlr_messages import (
     BatchPlan,
     EncryptedResiduals,
     MaskedGradient,

@@ -4,7 +4,8 @@ from __future__ import annotations
 from services.core.avro import AvroCodec
 from services.core.clients import consume, produce
 from services.core.config import Settings
-from services.core.messages import CustomerEvent, CustomerProfile, DeadLetter
+from services.protocol.stream_messages import CustomerEvent, CustomerProfile
+from services.core.dead_letter import DeadLetter
 from tests.samples import cdc
 
 

@@ -8,8 +8,8 @@ import numpy as np
 
 from services.core.config import Settings
 from services.models.registry import DataFingerprint
-from services.scoring.features import FEATURE_NAMES, feature_vector
-from services.scoring.federated import PARTNER_REASON, BankHalf, federated_model_name
+from services.models.bank_features import FEATURE_NAMES, feature_vector
+from services.models.federated import PARTNER_REASON, BankHalf, federated_model_name
 from tests.scoring.test_scorer import PROFILE, _event, _inbound, _scorer
 
 

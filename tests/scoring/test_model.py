@@ -6,7 +6,7 @@ import pickle
 
 import numpy as np
 
-from services.scoring.features import FEATURE_NAMES
+from services.models.bank_features import FEATURE_NAMES
 from services.scoring.model import PRIOR_CONVERSION_RATE, ProductModel, top_reasons
 
 

@@ -5,9 +5,9 @@ import redis.asyncio as aioredis
 
 from services.core.config import Settings
 from services.core.kafka import Inbound
-from services.core.messages import CustomerEvent, CustomerProfile, CustomerScores, OfferResponse
+from services.protocol.stream_messages import CustomerEvent, CustomerProfile, CustomerScores, OfferResponse
 from services.models.registry import ModelRegistry
-from services.scoring.features import PRODUCTS
+from services.models.bank_features import PRODUCTS
 from services.scoring.scorer import Scorer, model_name
 
 

@@ -18,7 +18,7 @@ import redis.asyncio as aioredis
 
 from services.core.errors import ValidationError
 from services.core.kafka import Outbound
-from services.core.messages import ExchangeMessage
+from services.protocol.stream_messages import ExchangeMessage
 from services.crypto.psi import (
     BlindedIds,
     DoublyBlindedIds,
@@ -29,7 +29,7 @@ from services.crypto.psi import (
     PsiRole,
     PsiSessionParams,
 )
-from services.exchange.envelope import PSI_BLINDED, PSI_DOUBLY_BLINDED, PSI_SESSION, Party, envelope
+from services.protocol.exchange import PSI_BLINDED, PSI_DOUBLY_BLINDED, PSI_SESSION, Party, envelope
 
 MAX_POINTS_PER_MESSAGE = 50_000
 """32 bytes a point: 1.6 MB a message, under the producer's request limit."""

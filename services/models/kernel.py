@@ -17,7 +17,7 @@ feature, or less, with buckets (Pippenger):
 - values wider than the window are cut into `ceil(bits/w)` windows, combined by w squarings.
 
 `plan_kernel` picks k and w from the exact number of non-empty buckets (numpy, no crypto), and
-`services.federation.workers.WorkerPool` spreads slices over processes (gmpy2 holds the GIL),
+`services.models.workers.WorkerPool` spreads slices over processes (gmpy2 holds the GIL),
 shipping the ciphertexts once per batch and worker.
 
 >>> nsquare = gmpy2.mpz(1_000_003) ** 2

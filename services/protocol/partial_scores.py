@@ -18,7 +18,7 @@ import struct
 from dataclasses import dataclass
 
 from services.core.errors import ValidationError
-from services.crypto.psi import JOIN_ID_BYTES
+from services.protocol.identity import JOIN_ID_BYTES
 
 _SCORE = struct.Struct(">d")
 

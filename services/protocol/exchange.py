@@ -8,10 +8,10 @@ from __future__ import annotations
 import uuid
 from typing import Literal
 
-from services.core.catalog import EXCHANGE_TO_BANK, EXCHANGE_TO_PARTNER
+from services.protocol.catalog import EXCHANGE_TO_BANK, EXCHANGE_TO_PARTNER
 from services.core.errors import ValidationError
 from services.core.kafka import Outbound, now_ms
-from services.core.messages import ExchangeMessage
+from services.protocol.stream_messages import ExchangeMessage
 
 Party = Literal["bank", "partner"]
 PSI_SESSION = "psi_session"

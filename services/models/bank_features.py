@@ -9,7 +9,7 @@ import math
 
 import numpy as np
 
-from services.core.messages import CustomerEvent, CustomerProfile
+from services.protocol.stream_messages import CustomerEvent, CustomerProfile
 
 PRODUCTS: tuple[str, ...] = ("credit_card", "wealth_fund", "personal_loan", "travel_insurance", "mortgage")
 TRIGGER_FLAGS: tuple[str, ...] = ("salary_credit", "large_deposit", "card_spend_abroad", "app_login")

@@ -32,7 +32,7 @@ in quantised units and sigma = sensitivity sqrt(2 ln(1.25/delta)) / epsilon give
 gradients change (linear equations in the residuals), which the minimum batch size and the
 noise bound in the same way. Beyond that each side learns the other's row and feature counts.
 
-Step 3 is the cost centre: `services.federation.kernel` (joint buckets over the partner's
+Step 3 is the cost centre: `services.models.kernel` (joint buckets over the partner's
 features quantised to `feature_bits`; the partner keeps each feature's scale, so the gradient
 decodes exactly to sum_i r_i q_ij and the partner trains on q_ij * scale_j).
 
@@ -73,8 +73,8 @@ from services.crypto.paillier import (
     generate_keypair,
     signed_int,
 )
-from services.federation.kernel import signed_weighted_products
-from services.federation.messages import (
+from services.models.kernel import signed_weighted_products
+from services.protocol.fedlr_messages import (
     BatchPlan,
     EncryptedResiduals,
     MaskedGradient,
@@ -82,7 +82,7 @@ from services.federation.messages import (
     TrainingStart,
     UnmaskedGradient,
 )
-from services.federation.workers import WorkerPool
+from services.models.workers import WorkerPool
 
 Mode = Literal["batch", "minibatch", "online"]
 MODES: tuple[str, ...] = ("batch", "minibatch", "online")

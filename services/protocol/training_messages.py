@@ -1,7 +1,7 @@
 """Federated training over the exchange topics: the envelope kinds and the start message.
 
 One training run is one exchange session (its run id); the steps' payloads are the protocol
-messages of services/federation/messages.py, unchanged. `fedlr_start` also names the model, the
+messages of services/protocol/fedlr_messages.py, unchanged. `fedlr_start` also names the model, the
 version label both halves will carry, and the join ids of the training rows (the partner already
 knows they are shared: PSI told it).
 
@@ -15,7 +15,7 @@ import struct
 from dataclasses import dataclass
 
 from services.core.errors import ValidationError
-from services.crypto.psi import JOIN_ID_BYTES
+from services.protocol.identity import JOIN_ID_BYTES
 
 FEDLR_START = "fedlr_start"          # bank -> partner: TrainingRun
 FEDLR_PLAN = "fedlr_plan"            # bank -> partner: BatchPlan
@@ -33,7 +33,7 @@ class TrainingRun:
     model_name: str
     version: str
     join_ids: tuple[str, ...]
-    training_start: bytes  # services.federation.messages.TrainingStart
+    training_start: bytes  # services.protocol.fedlr_messages.TrainingStart
 
     def to_bytes(self) -> bytes:
         parts = []

@@ -24,7 +24,7 @@ import numpy as np
 from gmpy2 import mpz
 
 from services.crypto.paillier import DjnObfuscators, PaillierPrivateKey, PaillierPublicKey
-from services.federation.kernel import (
+from services.models.kernel import (
     ciphertexts_from_bytes,
     ciphertexts_to_bytes,
     check_exponents,

@@ -17,7 +17,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from services.models.registry import ModelRegistry, ModelVersion
-from services.scoring.features import FEATURE_NAMES
+from services.models.bank_features import FEATURE_NAMES
 
 PARTNER_REASON = "partner_features"
 REASON_NAMES: tuple[str, ...] = (*FEATURE_NAMES, PARTNER_REASON)

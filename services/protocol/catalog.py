@@ -5,10 +5,14 @@ both parties may read or write (Kafka ACLs and TLS in production).
 """
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any, Literal
 
-from services.core import messages
+from services.core.config import Settings
+from services.core.dead_letter import DeadLetter
+from services.core.topic_names import EXCHANGE_TOPIC_PREFIX, dlq_name
+from services.protocol import stream_messages as messages
 
 CHANNELS: tuple[str, ...] = ("sms", "push", "email", "callcentre", "wechat")
 Owner = Literal["bank", "partner", "exchange"]
@@ -23,21 +27,12 @@ class TopicSpec:
     compacted: bool = False
 
 
-def dlq_name(topic: str) -> str:
-    """The dead-letter topic of a topic.
-
-    >>> dlq_name("bank.events.raw")
-    'dlq.bank.events.raw'
-    """
-    return f"dlq.{topic}"
-
-
 def offers_topic(channel: str) -> str:
     return f"offers.{channel}"
 
 
-EXCHANGE_TO_PARTNER = "exchange.to_partner"
-EXCHANGE_TO_BANK = "exchange.to_bank"
+EXCHANGE_TO_PARTNER = f"{EXCHANGE_TOPIC_PREFIX}to_partner"
+EXCHANGE_TO_BANK = f"{EXCHANGE_TOPIC_PREFIX}to_bank"
 
 
 _TOPICS = [
@@ -67,7 +62,7 @@ def _dlq_owner(name: str) -> Owner:
 
 
 _TOPICS += [
-    TopicSpec(dlq_name(name), _dlq_owner(name), messages.DeadLetter, f"dead letters of {name}")
+    TopicSpec(dlq_name(name), _dlq_owner(name), DeadLetter, f"dead letters of {name}")
     for name in _INPUTS_WITH_DLQ
 ]
 TOPICS: dict[str, TopicSpec] = {spec.name: spec for spec in _TOPICS}
@@ -75,3 +70,8 @@ TOPICS: dict[str, TopicSpec] = {spec.name: spec for spec in _TOPICS}
 
 def topics_of(owner: Owner) -> list[TopicSpec]:
     return [spec for spec in TOPICS.values() if spec.owner == owner]
+
+
+def all_topic_names(settings: Settings, owners: Sequence[str] = ("bank", "partner", "exchange")) -> list[str]:
+    """Every topic of these owners, with the deployment's prefix (what the embedded stack creates)."""
+    return [settings.topic(spec.name) for spec in TOPICS.values() if spec.owner in owners]
