@@ -12,7 +12,7 @@ import time
 import urllib.error
 import urllib.request
 from collections.abc import Awaitable, Callable, Iterable, Mapping, Sequence
-from typing import Any, TypeVar
+from typing import Any, TypeVar, overload
 
 import redis.asyncio as aioredis
 from aiokafka import AIOKafkaConsumer, TopicPartition
@@ -24,8 +24,14 @@ T = TypeVar("T")
 POLL_S = 0.2
 
 
-async def wait_until(predicate: Callable[[], Awaitable[T]] | Callable[[], T], timeout_s: float,
-                     what: str | Callable[[], str], interval_s: float = POLL_S) -> T:
+@overload
+async def wait_until(predicate: Callable[[], Awaitable[T]], timeout_s: float, what: str | Callable[[], str],
+                     interval_s: float = ...) -> T: ...
+@overload
+async def wait_until(predicate: Callable[[], T], timeout_s: float, what: str | Callable[[], str],
+                     interval_s: float = ...) -> T: ...
+async def wait_until(predicate: Callable[[], Any], timeout_s: float, what: str | Callable[[], str],
+                     interval_s: float = POLL_S) -> Any:
     """Poll `predicate` (sync or async) until it returns something truthy, and return that; after
     `timeout_s`, raise AssertionError naming `what` (a callable is asked then, so the message can
     say how far things got). An async predicate still running at the deadline is cut off there."""
@@ -40,7 +46,7 @@ async def wait_until(predicate: Callable[[], Awaitable[T]] | Callable[[], T], ti
         else:
             value = outcome
         if value:
-            return value  # type: ignore[return-value]
+            return value
         await asyncio.sleep(max(0.0, min(interval_s, deadline - time.monotonic())))
     raise AssertionError(f"gave up after {timeout_s:g} s waiting for {what() if callable(what) else what}")
 
