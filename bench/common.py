@@ -22,6 +22,8 @@ from aiokafka import AIOKafkaConsumer
 from rich.console import Console
 from rich.table import Table
 
+from tests.waiting import wait_until
+
 if TYPE_CHECKING:
     from services.core.runtime import EmbeddedStack
     from services.core.supervisor import ServiceRunner
@@ -113,8 +115,8 @@ class LiveArrivals:
 
     async def start(self) -> None:
         await self.consumer.start()
-        while not self.consumer.assignment():
-            await asyncio.sleep(0.05)
+        # Without a group, every partition is assigned once metadata arrives: soon, but not never.
+        await wait_until(self.consumer.assignment, 30, "the live reader's partitions to be assigned", interval_s=0.05)
         await self.consumer.seek_to_end()
         self._task = asyncio.create_task(self._read())
 

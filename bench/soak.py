@@ -33,6 +33,7 @@ from services.protocol.stream_messages import CustomerScores
 from services.core.runtime import embedded_stack
 from services.core.supervisor import ServiceRunner
 from services.generator.population import customer_records, event_records, make_population
+from tests.waiting import wait_profiles_stored
 
 RATE_PER_S = float(os.environ.get("SOAK_RATE_PER_S", 2000.0))
 # The services' own default (10 ms) unless SOAK_FETCH_MAX_WAIT_MS says otherwise.
@@ -65,7 +66,8 @@ async def soak(minutes: float) -> tuple[dict[str, float], dict[str, object]]:
         runner = run_services(settings, work_dir, ["ingest", "scoring", "dispatch"])
         try:
             await wait_outputs(settings, ["customer.profiles"], CUSTOMERS)
-            await asyncio.sleep(1.0)
+            # Scoring has stored them: the soak's events meet their profiles from the first one.
+            await wait_profiles_stored(settings, [customer.customer_id for customer in population], timeout_s=120)
             metrics, notes = await _drive(settings, runner, population, minutes,
                                           {m.name: m.process.pid for m in stack.processes}, broker_process(stack))
             return metrics, notes | broker_notes(stack)

@@ -49,6 +49,7 @@ from services.protocol.stream_messages import Offer
 from services.core.runtime import embedded_stack
 from services.core.supervisor import ServiceRunner
 from services.generator.population import customer_records, event_records, make_population
+from tests.waiting import wait_profiles_stored
 
 PARTITIONS = 4
 WINDOW_S = 5.0  # the latency run's first and last seconds, reported apart
@@ -241,7 +242,8 @@ async def latency_at(env: dict[str, str], work_dir: Path, customers: int, rate_p
     runner = run_services(settings, work_dir, ["ingest", "scoring", "dispatch"], workers)
     try:
         await wait_outputs(settings, ["customer.profiles"], customers)
-        await asyncio.sleep(1.0)
+        # Scoring has stored them: the timed events meet their profiles, as live traffic does.
+        await wait_profiles_stored(settings, [customer.customer_id for customer in population], timeout_s=120)
         count = int(rate_per_s * duration_s)
         events = list(event_records(population, count, seed=99))
         window = int(rate_per_s * WINDOW_S)

@@ -15,6 +15,7 @@ from services.protocol.stream_messages import Offer, Suppression
 from services.demo import run_demo
 from services.reporting.tallies import campaign_totals
 from tests.samples import customer_row as _customer, transaction_row as _transaction
+from tests.waiting import wait_profiles_stored
 
 @pytest.mark.tansu_smoke
 async def test_events_become_offers_suppressions_and_dead_letters(settings: Settings, services, codec: AvroCodec) -> None:
@@ -29,8 +30,7 @@ async def test_events_become_offers_suppressions_and_dead_letters(settings: Sett
     ])
     await consume(settings.kafka_bootstrap_servers, [settings.topic("customer.profiles")],
                   until=lambda got: len(got) >= 3, timeout_s=20)
-    import asyncio
-    await asyncio.sleep(1.0)  # scoring stores the profiles
+    await wait_profiles_stored(settings, ["A", "B", "T"])  # else the transactions meet no profile: no consent
     await produce(settings.kafka_bootstrap_servers, raw, [
         (b"A", _transaction("1", "A", "salary", "30000.00")),        # offer: wealth fund on push
         (b"A", _transaction("2", "A", "salary", "30000.00")),        # same day again: frequency cap

@@ -2,7 +2,6 @@
 to the offer topic, with each hop a child of the one before (W3C trace context in Kafka headers)."""
 from __future__ import annotations
 
-import asyncio
 import json
 from pathlib import Path
 
@@ -14,6 +13,7 @@ from services.core.clients import consume, produce
 from services.core.config import Settings
 from services.core.telemetry import headers_from_context
 from tests.samples import customer_row as _customer, transaction_row as _transaction
+from tests.waiting import wait_profiles_stored
 
 
 async def test_one_trace_links_every_hop_from_raw_event_to_offer(settings: Settings, services, tmp_path: Path) -> None:
@@ -24,7 +24,7 @@ async def test_one_trace_links_every_hop_from_raw_event_to_offer(settings: Setti
     raw = settings.topic("bank.events.raw")
     await produce(settings.kafka_bootstrap_servers, raw, [(b"A", _customer("A", "young_professional", "push"))])
     await consume(settings.kafka_bootstrap_servers, [settings.topic("customer.profiles")], until=bool, timeout_s=20)
-    await asyncio.sleep(1.0)
+    await wait_profiles_stored(settings, ["A"])  # so the traced transaction becomes an offer, not a suppression
 
     tracer = TracerProvider().get_tracer("core-banking-cdc")
     with tracer.start_as_current_span("cdc publish", kind=SpanKind.PRODUCER) as root:

@@ -16,6 +16,7 @@ from services.core.config import Settings
 from services.protocol.stream_messages import CustomerScores, Offer, Suppression
 from services.core.supervisor import ServiceRunner
 from services.generator.population import SyntheticCustomer, customer_records, make_population
+from tests.waiting import wait_profiles_stored
 
 
 STAGES = ("ingest", "scoring", "dispatch")
@@ -33,7 +34,7 @@ async def start_pipeline(runner: ServiceRunner, customers: int) -> list[Syntheti
                   customer_records(population, int(time.time() * 1000)))
     await consume(settings.kafka_bootstrap_servers, [settings.topic("customer.profiles")],
                   until=lambda got: len(got) >= customers, timeout_s=30)
-    await asyncio.sleep(1.0)
+    await wait_profiles_stored(settings, [customer.customer_id for customer in population])
     return population
 
 

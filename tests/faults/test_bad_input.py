@@ -3,8 +3,6 @@ a reason (unit level, by property), and every one lands in its topic's dead-lett
 the services keep serving (process level)."""
 from __future__ import annotations
 
-import asyncio
-
 import pytest
 from hypothesis import HealthCheck, given, settings as hypothesis_settings, strategies as st
 
@@ -26,6 +24,7 @@ from services.ingest.cdc import normalise, parse_cdc
 from services.partner.features import parse_feed
 from tests.faults.malformed import malformed_avro, malformed_cdc, malformed_exchange, malformed_partner_feed
 from tests.samples import customer_row, transaction_row
+from tests.waiting import wait_profiles_stored
 
 READERS = {"responses": ("scoring", "dispatch", "reporting")}  # topics more than one service consumes
 AVRO_INPUTS = {"customer.events": CustomerEvent, "scores": CustomerScores, "responses": OfferResponse,
@@ -105,7 +104,7 @@ async def test_every_malformed_record_on_every_input_topic_lands_in_its_dlq_and_
 
     await produce(settings.kafka_bootstrap_servers, settings.topic("bank.events.raw"),
                   [(b"A", customer_row("A", "young_professional", "push"))])
-    await asyncio.sleep(1.0)
+    await wait_profiles_stored(settings, ["A"])  # a good profile is still stored after all that garbage
     await produce(settings.kafka_bootstrap_servers, settings.topic("bank.events.raw"),
                   [(b"A", transaction_row("ok1", "A", "salary", "30000.00"))])
     # The scores topic also holds the garbage injected above as dispatch's input: find the real one.

@@ -2,21 +2,14 @@
 both do work, and every event is still scored exactly once downstream of the shared group."""
 from __future__ import annotations
 
-import asyncio
 import time
-import urllib.request
 from pathlib import Path
 
 from services.core.clients import consume, produce
 from services.core.config import Settings
 from services.core.supervisor import ServiceRunner
 from services.generator.population import customer_records, event_records, make_population
-
-
-def _consumed(port: int, topic: str) -> float:
-    with urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=2) as response:
-        return sum(float(line.rsplit(" ", 1)[1]) for line in response.read().decode().splitlines()
-                   if line.startswith("cipherstream_events_in_total{") and f'topic="{topic}"' in line)
+from tests.waiting import events_consumed, wait_profiles_stored
 
 
 async def test_two_scoring_workers_share_the_partitions(settings: Settings, topics: list[str], tmp_path: Path) -> None:
@@ -29,13 +22,14 @@ async def test_two_scoring_workers_share_the_partitions(settings: Settings, topi
         population = make_population(200)
         raw = settings.topic("bank.events.raw")
         await produce(settings.kafka_bootstrap_servers, raw, customer_records(population, int(time.time() * 1000)))
-        await asyncio.sleep(2.0)
+        # Every profile stored (by whichever worker owns its partition) before the events that need it.
+        await wait_profiles_stored(settings, [customer.customer_id for customer in population])
         events = list(event_records(population, 2000, seed=8))
         await produce(settings.kafka_bootstrap_servers, raw, events)
         scores = await consume(settings.kafka_bootstrap_servers, [settings.topic("scores")],
                                until=lambda got: len(got) >= len(events), timeout_s=60, idle_s=5)
         assert len(scores) == len(events)  # every event scored once: no partition read by both
-        per_worker = [_consumed(runner.ports[name], "customer.events") for name in ("scoring-a", "scoring-b")]
+        per_worker = [events_consumed(runner.ports[name], "customer.events") for name in ("scoring-a", "scoring-b")]
         assert all(count > 0 for count in per_worker) and sum(per_worker) == len(events), per_worker
     finally:
         runner.stop_all()

@@ -16,7 +16,6 @@ Printed (run with -s): the RTO (site A lost -> every service on B ready) and how
 RPO window let through again."""
 from __future__ import annotations
 
-import asyncio
 import subprocess
 import sys
 import time
@@ -34,8 +33,12 @@ from services.core.supervisor import ServiceRunner, settings_env
 from services.generator.population import event_records
 from tests.faults.accounting import STAGES, PipelineLedger, expected_event_ids, start_pipeline
 from tests.faults.mirror import mirror_group_offsets, mirror_topics
+from tests.waiting import wait_committed_to_end
 
 BATCHES = {21: 1000, 22: 500, 23: 1000}  # seed -> events: before the backup, after it, on site B
+# What each stage reads (services/<stage>/topics.py): its group's commits must cover all of it.
+STAGE_INPUTS = {"ingest": ("bank.events.raw",), "scoring": ("customer.events", "customer.profiles", "responses"),
+                "dispatch": ("scores", "responses")}
 
 
 def _site(settings: Settings, servers: str, redis_url: str, database: Path) -> Settings:
@@ -72,7 +75,10 @@ async def test_site_failover_resumes_on_site_b_with_every_event_accounted(
         _cli(site_a, "backup", "--to", str(tmp_path / "backup"))  # the last scheduled backup
         await produce(site_a.kafka_bootstrap_servers, raw, batches[22])
         assert expected[22] <= (await ledger_a.wait_accounted(expected[22], timeout_s=120)).decided
-        await asyncio.sleep(3.0)  # the last batch's offsets are committed after its outputs are acknowledged
+        # The last batch's offsets are committed after its outputs are acknowledged: until every stage's
+        # group has committed its last input record, so site B resumes after it.
+        await wait_committed_to_end(site_a.kafka_bootstrap_servers, {
+            stage_group_id(site_a, name): [site_a.topic(topic) for topic in STAGE_INPUTS[name]] for name in STAGES})
 
         for managed in runner_a.running.values():  # site A is lost
             managed.kill()

@@ -4,10 +4,10 @@ input). Each panel must return data. Prometheus and promtool come from Debian's 
 package (`make test` installs it when missing)."""
 from __future__ import annotations
 
+import asyncio
 import json
 import shutil
 import subprocess
-import time
 import urllib.parse
 import urllib.request
 from pathlib import Path
@@ -18,10 +18,12 @@ import yaml
 from services.core.embedded.processes import free_port, start_process, wait_for_port
 from services.core.supervisor import ServiceRunner
 from services.demo import run_demo
+from tests.waiting import wait_until
 
 REPO = Path(__file__).resolve().parents[2]
 PROMETHEUS = shutil.which("prometheus") or "/usr/bin/prometheus"
 PROMTOOL = shutil.which("promtool") or "/usr/bin/promtool"
+SCRAPES_AFTER_TRAFFIC = 4  # every target scraped this many more times once the traffic is over
 
 
 def _panel_queries() -> list[tuple[str, str]]:
@@ -30,6 +32,12 @@ def _panel_queries() -> list[tuple[str, str]]:
         for panel in json.loads(path.read_text())["panels"]:
             queries += [(f"{path.stem}: {panel['title']}", target["expr"]) for target in panel["targets"]]
     return queries
+
+
+def _scrapes(port: int) -> dict[str, int]:
+    """Per scraped target (instance): how many scrapes Prometheus has stored, one `up` sample each."""
+    result = _query(port, 'count_over_time(up{job="cipherstream"}[1h])')["data"]["result"]
+    return {series["metric"]["instance"]: int(float(series["value"][1])) for series in result}
 
 
 def _query(port: int, expression: str) -> dict[str, Any]:
@@ -49,12 +57,13 @@ def test_every_dashboard_panel_returns_data_from_a_live_run(tmp_path: Path) -> N
     results: dict[str, Any] = {}
     rules = yaml.safe_load((REPO / "ops" / "prometheus" / "alerts.yml").read_text())
     managed = []
+    targets: list[str] = []
 
     def start_prometheus(runner: ServiceRunner) -> None:
+        targets.extend(f"127.0.0.1:{p}" for p in runner.ports.values())
         config = {"global": {"scrape_interval": "1s", "evaluation_interval": "1s"},
                   "rule_files": [str(REPO / "ops" / "prometheus" / "alerts.yml")],
-                  "scrape_configs": [{"job_name": "cipherstream", "static_configs": [
-                      {"targets": [f"127.0.0.1:{p}" for p in runner.ports.values()]}]}]}
+                  "scrape_configs": [{"job_name": "cipherstream", "static_configs": [{"targets": targets}]}]}
         (tmp_path / "prometheus.yml").write_text(yaml.safe_dump(config))
         managed.append(start_process("prometheus", [
             PROMETHEUS, f"--config.file={tmp_path / 'prometheus.yml'}", f"--storage.tsdb.path={tmp_path / 'tsdb'}",
@@ -62,7 +71,17 @@ def test_every_dashboard_panel_returns_data_from_a_live_run(tmp_path: Path) -> N
         wait_for_port("127.0.0.1", port, process=managed[0].process)
 
     def evaluate(runner: ServiceRunner) -> None:
-        time.sleep(4)  # a few more scrapes after the last traffic
+        # The last traffic's counts must be in Prometheus: a few more scrapes of every target from now.
+        now = _scrapes(port)
+        wanted = {target: now.get(target, 0) + SCRAPES_AFTER_TRAFFIC for target in targets}
+        seen: dict[str, int] = {}
+
+        def scraped() -> bool:
+            seen.update(_scrapes(port))
+            return all(seen.get(target, 0) >= count for target, count in wanted.items())
+
+        asyncio.run(wait_until(scraped, 60, lambda: f"Prometheus to scrape every target {SCRAPES_AFTER_TRAFFIC} more "
+                                                    f"times (scrapes wanted: {wanted}, stored: {seen})"))
         for title, expression in _panel_queries():
             results[title] = _query(port, expression)
         for group in rules["groups"]:
