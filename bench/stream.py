@@ -39,6 +39,7 @@ import numpy as np
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
 
 from bench.common import LiveArrivals, broker_notes, broker_process, consumer_lag, parse_args, process_cpu_s, write_results
+from demo.generator.population import customer_records, event_records, make_population
 from services.core.avro import AvroCodec, SchemaStore
 from services.core.catalog import CHANNELS, offers_topic
 from services.core.clients import idempotence_available, Record, consume
@@ -47,7 +48,6 @@ from services.core.kafka import all_topic_names, create_topics
 from services.core.messages import Offer
 from services.core.runtime import embedded_stack
 from services.core.supervisor import ServiceRunner
-from services.generator.population import customer_records, event_records, make_population
 
 PARTITIONS = 4
 WINDOW_S = 5.0  # the latency run's first and last seconds, reported apart

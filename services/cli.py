@@ -37,7 +37,7 @@ def demo(
     rate: float = typer.Option(500.0, help="events per second offered"),
 ) -> None:
     """Start everything on embedded parts, replay events end to end, print a summary, stop everything."""
-    from services.demo import run_demo
+    from demo.driver import run_demo
     from services.reporting.tallies import campaign_totals
 
     work_dir = Path(tempfile.mkdtemp(prefix="cipherstream-demo-"))
@@ -142,8 +142,8 @@ def generate(
 ) -> None:
     """Publish synthetic customers and events to bank.events.raw on KAFKA_BOOTSTRAP_SERVERS."""
     from services.core.clients import produce
-    from services.generator.partner_feed import partner_records
-    from services.generator.population import customer_records, event_records, make_population
+    from demo.generator.partner_feed import partner_records
+    from demo.generator.population import customer_records, event_records, make_population
 
     settings = load_settings()
     population = make_population(customers, seed)

@@ -10,6 +10,7 @@ import numpy as np
 import pytest
 import redis.asyncio as aioredis
 
+from demo.generator.population import customer_records
 from services.core.avro import AvroCodec
 from services.core.clients import consume, produce
 from services.core.config import Settings
@@ -17,7 +18,6 @@ from services.core.kafka import create_topics
 from services.core.runtime import start_broker
 from services.core.supervisor import ServiceRunner
 from services.core.messages import DeadLetter, ExchangeMessage
-from services.generator.population import customer_records
 from services.partner.features import FEATURE_NAMES
 from services.partner.store import id_hash
 from tests.psi_scenario import psi_scenario

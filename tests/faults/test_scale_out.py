@@ -7,10 +7,10 @@ import time
 import urllib.request
 from pathlib import Path
 
+from demo.generator.population import customer_records, event_records, make_population
 from services.core.clients import consume, produce
 from services.core.config import Settings
 from services.core.supervisor import ServiceRunner
-from services.generator.population import customer_records, event_records, make_population
 
 
 def _consumed(port: int, topic: str) -> float:

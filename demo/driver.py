@@ -15,6 +15,9 @@ from pathlib import Path
 import numpy as np
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
 
+from demo.generator.channels import organic, respond
+from demo.generator.partner_feed import partner_records
+from demo.generator.population import customer_records, event_records, make_population, malformed_records
 from services.core.avro import AvroCodec, SchemaStore
 from services.core.catalog import CHANNELS, dlq_name, offers_topic
 from services.core.clients import consume, produce
@@ -24,9 +27,6 @@ from services.core.messages import CustomerScores, DeadLetter, Offer, Suppressio
 from services.core.runtime import embedded_stack
 from services.core.supervisor import ServiceRunner
 from services.dispatch.campaigns import load_campaign_file
-from services.generator.channels import organic, respond
-from services.generator.partner_feed import partner_records
-from services.generator.population import customer_records, event_records, make_population, malformed_records
 from services.reporting.tallies import campaign_totals
 
 DEMO_DAY = __import__("datetime").date(2026, 11, 25)
@@ -149,7 +149,7 @@ async def _train_federated(settings: Settings, population: list, summary: DemoSu
     import redis.asyncio as aioredis
 
     from services.exchange.training import train_federated_over_exchange
-    from services.generator.history import campaign_history
+    from demo.generator.history import campaign_history
     from services.models.registry import ModelRegistry
 
     redis = aioredis.from_url(settings.redis_url.get_secret_value())
