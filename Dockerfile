@@ -8,6 +8,8 @@ ENV PATH=/opt/venv/bin:$PATH PIP_NO_CACHE_DIR=1 PIP_DISABLE_PIP_VERSION_CHECK=1
 WORKDIR /src
 COPY pyproject.toml README.md ./
 COPY services ./services
+# The demo's synthetic data generator, which `cipherstream generate` and `cipherstream demo` run.
+COPY demo ./demo
 # The project and its runtime dependencies only (no dev extras); bytecode compiled here, because the
 # read-only root filesystem lets no process write it at run time.
 RUN pip install '.[postgres]'

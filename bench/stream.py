@@ -39,6 +39,7 @@ import numpy as np
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
 
 from bench.common import LiveArrivals, broker_notes, broker_process, consumer_lag, parse_args, process_cpu_s, write_results
+from demo.generator.population import customer_records, event_records, make_population
 from services.core.avro import AvroCodec, SchemaStore
 from services.protocol.catalog import CHANNELS, offers_topic
 from services.core.clients import idempotence_available, Record, consume
@@ -48,7 +49,7 @@ from services.core.kafka import create_topics
 from services.protocol.stream_messages import Offer
 from services.core.runtime import embedded_stack
 from services.core.supervisor import ServiceRunner
-from services.generator.population import customer_records, event_records, make_population
+from demo.generator.population import customer_records, event_records, make_population
 from tests.waiting import wait_profiles_stored
 
 PARTITIONS = 4

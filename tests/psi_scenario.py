@@ -8,9 +8,9 @@ from dataclasses import dataclass
 import numpy as np
 import redis.asyncio as aioredis
 
+from demo.generator.partner_feed import partner_records
+from demo.generator.population import SyntheticCustomer, make_population
 from services.core.config import Settings
-from services.generator.partner_feed import partner_records
-from services.generator.population import SyntheticCustomer, make_population
 from services.partner.features import FEATURE_NAMES
 from services.partner.store import PartnerModel, PartnerStore
 

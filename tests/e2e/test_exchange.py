@@ -10,6 +10,7 @@ import numpy as np
 import pytest
 import redis.asyncio as aioredis
 
+from demo.generator.population import customer_records
 from services.core.avro import AvroCodec
 from services.core.clients import consume, produce
 from services.core.config import Settings
@@ -18,7 +19,7 @@ from services.core.runtime import start_broker
 from services.core.supervisor import ServiceRunner
 from services.core.dead_letter import DeadLetter
 from services.protocol.stream_messages import ExchangeMessage
-from services.generator.population import customer_records
+from demo.generator.population import customer_records
 from services.partner.features import FEATURE_NAMES
 from services.protocol.identity import id_hash
 from tests.psi_scenario import psi_scenario

@@ -10,6 +10,9 @@ from pathlib import Path
 
 import redis.asyncio as aioredis
 
+from demo.generator.history import campaign_history, profile_of
+from demo.generator.partner_feed import partner_records
+from demo.generator.population import customer_records, make_population
 from services.core.avro import AvroCodec
 from services.core.clients import consume, produce
 from services.core.config import Settings
@@ -19,9 +22,9 @@ from services.core.supervisor import ServiceRunner, partner_env
 from services.exchange.training import train_federated_over_exchange
 from services.protocol.training_messages import FEDLR_RESIDUALS, FEDLR_UNMASKED
 from services.protocol.fedlr_messages import EncryptedResiduals, UnmaskedGradient
-from services.generator.history import campaign_history, profile_of
-from services.generator.partner_feed import partner_records
-from services.generator.population import customer_records, make_population
+from demo.generator.history import campaign_history, profile_of
+from demo.generator.partner_feed import partner_records
+from demo.generator.population import customer_records, make_population
 from services.models.registry import ModelRegistry
 from services.models.federated import federated_model_name
 from services.scoring.scorer import Scorer

@@ -6,13 +6,14 @@ import pytest
 from collections import Counter
 from pathlib import Path
 
+from demo.driver import run_demo
 from services.core.avro import AvroCodec
 from services.protocol.catalog import CHANNELS, offers_topic
 from services.core.clients import consume, produce
 from services.core.config import Settings
 from services.core.dead_letter import DeadLetter
 from services.protocol.stream_messages import Offer, Suppression
-from services.demo import run_demo
+from demo.driver import run_demo
 from services.reporting.tallies import campaign_totals
 from tests.samples import customer_row as _customer, transaction_row as _transaction
 from tests.waiting import wait_profiles_stored

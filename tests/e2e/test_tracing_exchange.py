@@ -13,12 +13,12 @@ import redis.asyncio as aioredis
 from opentelemetry.sdk.trace import TracerProvider
 from opentelemetry.trace import SpanKind
 
+from demo.generator.partner_feed import partner_records
+from demo.generator.population import customer_records, make_population
 from services.core.clients import consume, produce
 from services.core.config import Settings
 from services.core.supervisor import partner_env
 from services.core.telemetry import headers_from_context
-from services.generator.partner_feed import partner_records
-from services.generator.population import customer_records, make_population
 from services.partner.features import FEATURE_NAMES
 from services.partner.store import PartnerModel, PartnerStore
 

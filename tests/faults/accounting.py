@@ -9,13 +9,14 @@ from dataclasses import dataclass
 
 from aiokafka import AIOKafkaProducer
 
+from demo.generator.population import SyntheticCustomer, customer_records, make_population
 from services.core.avro import AvroCodec
 from services.protocol.catalog import CHANNELS, offers_topic
 from services.core.clients import idempotence_available, Record, consume, produce
 from services.core.config import Settings
 from services.protocol.stream_messages import CustomerScores, Offer, Suppression
 from services.core.supervisor import ServiceRunner
-from services.generator.population import SyntheticCustomer, customer_records, make_population
+from demo.generator.population import SyntheticCustomer, customer_records, make_population
 from tests.waiting import wait_profiles_stored
 
 

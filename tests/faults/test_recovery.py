@@ -11,12 +11,12 @@ import signal
 import time
 from pathlib import Path
 
+from demo.generator.population import event_records
 from services.core.avro import AvroCodec
 from services.core.clients import produce
 from services.core.config import Settings
 from services.core.embedded.redis import start_redis
 from services.core.supervisor import ServiceRunner, wait_ready
-from services.generator.population import event_records
 from tests.faults.accounting import PipelineLedger, expected_event_ids, send_steadily, start_pipeline
 from tests.waiting import events_consumed, log_end, readiness, wait_until
 

@@ -5,10 +5,11 @@ from __future__ import annotations
 import time
 from pathlib import Path
 
+from demo.generator.population import customer_records, event_records, make_population
 from services.core.clients import consume, produce
 from services.core.config import Settings
 from services.core.supervisor import ServiceRunner
-from services.generator.population import customer_records, event_records, make_population
+from demo.generator.population import customer_records, event_records, make_population
 from tests.waiting import events_consumed, wait_profiles_stored
 
 

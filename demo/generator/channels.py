@@ -9,8 +9,8 @@ import datetime as dt
 import hashlib
 import random
 
+from demo.generator.population import SyntheticCustomer
 from services.protocol.stream_messages import Offer, OfferResponse, Suppression
-from services.generator.population import SyntheticCustomer
 
 OPT_OUT_RATE = 0.01
 OFFER_LIFT = 1.5  # an offer makes a conversion this much likelier than no offer (the simulated truth)

@@ -12,7 +12,7 @@ import math
 import random
 from collections.abc import Iterator
 
-from services.generator.population import SyntheticCustomer, make_population
+from demo.generator.population import SyntheticCustomer, make_population
 
 
 def _features(customer: SyntheticCustomer, rng: random.Random) -> dict[str, float]:

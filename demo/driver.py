@@ -15,21 +15,24 @@ from pathlib import Path
 import numpy as np
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
 
+from demo.generator.channels import organic, respond
+from demo.generator.partner_feed import partner_records
+from demo.generator.population import SyntheticCustomer, customer_records, event_records, make_population, malformed_records
+from demo.waiting import wait_for_groups, wait_until
 from services.core.avro import AvroCodec, SchemaStore
 from services.protocol.catalog import CHANNELS, offers_topic
 from services.core.topic_names import dlq_name
 from services.core.clients import consume, produce
 from services.core.config import Settings, load_settings
 from services.protocol.catalog import all_topic_names
-from services.core.kafka import create_topics, now_ms
+from services.core.kafka import create_topics, now_ms, stage_group_id
 from services.protocol.stream_messages import CustomerScores, Offer, Suppression
 from services.core.dead_letter import DeadLetter
 from services.core.runtime import embedded_stack
 from services.core.supervisor import ServiceRunner
+from services.dispatch.admin import uplift_reports
 from services.dispatch.campaigns import load_campaign_file
-from services.generator.channels import organic, respond
-from services.generator.partner_feed import partner_records
-from services.generator.population import customer_records, event_records, make_population, malformed_records
+from services.dispatch.uplift import Uplift
 from services.reporting.tallies import campaign_totals
 
 DEMO_DAY = __import__("datetime").date(2026, 11, 25)
@@ -56,7 +59,7 @@ class DemoSummary:
     responses_by_outcome: Counter[str] = field(default_factory=Counter)
     service_numbers: set[str] = field(default_factory=set)
     latencies_ms: list[float] = field(default_factory=list)
-    uplift: list = field(default_factory=list)  # type: ignore[type-arg]
+    uplift: list[Uplift] = field(default_factory=list)
     # The reporting service's table: {campaign: {day: {counter: n, conversion_rate}}}
     campaign_report: dict = field(default_factory=dict)  # type: ignore[type-arg]
     duration_s: float = 0.0
@@ -148,34 +151,64 @@ async def _align(settings: Settings, population: list, summary: DemoSummary,  # 
 
 async def _train_federated(settings: Settings, population: list, summary: DemoSummary,  # type: ignore[type-arg]
                            product: str = "travel_insurance") -> None:
-    """Train the federated model with the partner over the exchange topics, from the bank's pilot-campaign history."""
-    import redis.asyncio as aioredis
+    """Train the federated model with the partner over the exchange topics, from the bank's pilot-campaign history,
+    and wait until the partner's partial scores of the new version are stored for everyone aligned."""
+    from demo.generator.history import campaign_history
+    from services.exchange.admin import train_federated
 
-    from services.exchange.training import train_federated_over_exchange
-    from services.generator.history import campaign_history
-    from services.models.registry import ModelRegistry
-
-    redis = aioredis.from_url(settings.redis_url.get_secret_value())
-    try:
-        result = await train_federated_over_exchange(
-            settings, redis, ModelRegistry(settings.database_url.get_secret_value()), product,
-            campaign_history(population, product), epochs=3, batch_size=256)
-    finally:
-        await redis.aclose()
+    result = await train_federated(settings, product, campaign_history(population, product), epochs=3, batch_size=256)
     summary.federated_product, summary.federated_rows = product, result.rows
     summary.federated_s, summary.federated_service_number = result.seconds, result.version.service_number
-    await asyncio.sleep(2 * settings.model_refresh_s)  # scoring picks the new version up
+    # Scoring loads the registry's federated halves again on its first batch once model_refresh_s has
+    # passed since it last did: it last did at start-up and has scored nothing since (no event was
+    # sent yet), so its first event is scored with this version. What it also needs is the partner's
+    # half: partial scores of this version, which the partner pushes when training ends.
+    await _wait_for_partial_scores(settings, result.version.model_name, result.version.parameters["partner_version"])
 
 
-async def _uplift(settings: Settings) -> list:  # type: ignore[type-arg]
+async def _wait_for_profiles(settings: Settings, customer_ids: list[str], timeout_s: float = 60.0) -> None:
+    """Wait until scoring has stored every customer's profile in Redis, so no event is scored without it."""
     import redis.asyncio as aioredis
 
-    from services.dispatch.uplift import uplift
-
+    keys = [f"{settings.redis_key_prefix}profile:{customer_id}" for customer_id in customer_ids]
+    stored = 0
     redis = aioredis.from_url(settings.redis_url.get_secret_value())
+
+    async def every_profile_stored() -> bool:
+        nonlocal stored
+        stored = await redis.exists(*keys)
+        return stored >= len(keys)
+
     try:
-        return [await uplift(redis, settings.redis_key_prefix, campaign.campaign_id)
-                for campaign in load_campaign_file(settings.campaigns_file).campaigns if campaign.holdout_share > 0]
+        await wait_until(every_profile_stored, timeout_s,
+                         lambda: f"scoring to store the profiles in Redis ({stored} of {len(keys)})")
+    finally:
+        await redis.aclose()
+
+
+async def _wait_for_partial_scores(settings: Settings, model_name: str, partner_version: str,
+                                   timeout_s: float = 60.0) -> None:
+    """Wait until the exchange service has stored a partial score of `partner_version` for every
+    aligned customer (`partial:<join id>` -> {model: "<version>|<score>"}, services/exchange/app.py)."""
+    import redis.asyncio as aioredis
+
+    redis = aioredis.from_url(settings.redis_url.get_secret_value(), decode_responses=True)  # str values
+    current = 0
+    try:
+        join_keys = [key async for key in redis.scan_iter(match=f"{settings.redis_key_prefix}join:*", count=1000)]
+        join_ids = [str(join_id) for join_id in await redis.mget(join_keys) if join_id] if join_keys else []
+
+        async def every_partial_score_current() -> bool:
+            nonlocal current
+            pipeline = redis.pipeline(transaction=False)
+            for join_id in join_ids:
+                pipeline.hget(f"{settings.redis_key_prefix}partial:{join_id}", model_name)
+            versions = [str(value).split("|", 1)[0] for value in await pipeline.execute() if value is not None]
+            current = versions.count(partner_version)
+            return current >= len(join_ids)
+
+        await wait_until(every_partial_score_current, timeout_s,
+                         lambda: f"the partner's partial scores of {partner_version} ({current} of {len(join_ids)} aligned)")
     finally:
         await redis.aclose()
 
@@ -197,14 +230,15 @@ async def _drive(settings: Settings, customer_count: int, event_count: int, malf
     # Count the profiles themselves: an end offset would also count transaction markers.
     await consume(settings.kafka_bootstrap_servers, [settings.topic("customer.profiles")],
                   until=lambda got: len(got) >= customer_count, timeout_s=60)
-    await asyncio.sleep(1.0)  # let scoring store the profiles before the first event arrives
+    await _wait_for_profiles(settings, list(by_id))
     await _align(settings, population, summary)
     await _train_federated(settings, population, summary)
 
     producer = AIOKafkaProducer(bootstrap_servers=settings.kafka_bootstrap_servers, linger_ms=2, enable_idempotence=settings.exactly_once)
     await producer.start()
     started = time.monotonic()
-    collector = asyncio.create_task(_collect(settings, codec, summary, producer, by_id))
+    stop_collecting = asyncio.Event()
+    collector = asyncio.create_task(_collect(settings, codec, summary, producer, by_id, stop_collecting))
     try:
         events = list(event_records(population, event_count)) + list(malformed_records(malformed_count))
         events.sort(key=lambda record: hash(record[0]) % 997)  # spread malformed ones among the good
@@ -219,8 +253,17 @@ async def _drive(settings: Settings, customer_count: int, event_count: int, malf
         deadline = time.monotonic() + timeout_s
         while not summary.complete and time.monotonic() < deadline:
             await asyncio.sleep(0.2)
-        await asyncio.sleep(1.0)  # the last responses reach scoring and dispatch
-        summary.uplift = await _uplift(settings)
+        # The collector answers the offers of the batch it is in, then stops; every answer is sent.
+        stop_collecting.set()
+        await collector
+        await producer.flush()
+        if summary.complete:  # else something is stuck, and the summary says so
+            await wait_for_groups(settings.kafka_bootstrap_servers, settings.topic("responses"),
+                                  [stage_group_id(settings, "scoring"), stage_group_id(settings, "dispatch")],
+                                  timeout_s=30)
+        with_holdout = [campaign for campaign in load_campaign_file(settings.campaigns_file).campaigns
+                        if campaign.holdout_share > 0]
+        summary.uplift = await uplift_reports(settings, with_holdout)
     finally:
         collector.cancel()
         await asyncio.gather(collector, return_exceptions=True)
@@ -230,8 +273,8 @@ async def _drive(settings: Settings, customer_count: int, event_count: int, malf
 
 
 async def _collect(settings: Settings, codec: AvroCodec, summary: DemoSummary, producer: AIOKafkaProducer,
-                   customers: dict[str, object]) -> None:
-    """Count every output, and answer each offer as the bank's channel would."""
+                   customers: dict[str, SyntheticCustomer], stop: asyncio.Event) -> None:
+    """Count every output, and answer each offer as the bank's channel would, until `stop` is set."""
     offer_topics = {settings.topic(offers_topic(channel)): channel for channel in CHANNELS}
     scores_topic, suppressions_topic = settings.topic("scores"), settings.topic("suppressions")
     dlq_topic, responses_topic = settings.topic(dlq_name("bank.events.raw")), settings.topic("responses")
@@ -243,7 +286,7 @@ async def _collect(settings: Settings, codec: AvroCodec, summary: DemoSummary, p
     try:
         topics = [*offer_topics, scores_topic, suppressions_topic, dlq_topic]
         consumer.assign([TopicPartition(topic, p) for topic in topics for p in range(settings.topic_partitions)])
-        while True:
+        while not stop.is_set():
             batches = await consumer.getmany(timeout_ms=100, max_records=2000)
             for records in batches.values():
                 for record in records:
@@ -256,13 +299,13 @@ async def _collect(settings: Settings, codec: AvroCodec, summary: DemoSummary, p
                         summary.offers_by_channel[offer.channel] += 1
                         summary.service_numbers.add(offer.service_number)
                         summary.latencies_ms.append(record.timestamp - offer.received_at_ms)
-                        for response in respond(offer, customers[offer.customer_id], now_ms(), DEMO_DAY):  # type: ignore[arg-type]
+                        for response in respond(offer, customers[offer.customer_id], now_ms(), DEMO_DAY):
                             summary.responses_by_outcome[response.outcome] += 1
                             await producer.send(responses_topic, key=offer.customer_id.encode(), value=codec.encode(response))
                     elif record.topic == suppressions_topic:
                         suppression = codec.decode(record.value, Suppression)
                         summary.suppressed_by_reason[suppression.reason] += 1
-                        for response in organic(suppression, customers[suppression.customer_id], products,  # type: ignore[arg-type]
+                        for response in organic(suppression, customers[suppression.customer_id], products,
                                                 now_ms(), DEMO_DAY):
                             summary.responses_by_outcome["converted (holdout, on their own)"] += 1
                             await producer.send(responses_topic, key=suppression.customer_id.encode(),

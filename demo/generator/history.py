@@ -9,9 +9,9 @@ from __future__ import annotations
 import datetime as dt
 import random
 
+from demo.generator.population import SyntheticCustomer
 from services.protocol.stream_messages import CustomerEvent, CustomerProfile
 from services.exchange.training import LabelledRow
-from services.generator.population import SyntheticCustomer
 from services.models.bank_features import feature_vector
 
 HISTORY_DAY = dt.date(2026, 10, 1)
