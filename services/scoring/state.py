@@ -1,0 +1,110 @@
+"""Scoring's state in the bank's Redis, so any scoring worker can serve any customer and an
+erased customer is removed from one place.
+
+`profile:<customer>`  the current profile (JSON)
+`features:<customer>` hash: event id -> the feature vector that was scored (float64 bytes), kept
+                      so a later response is learned against exactly what was scored; expires
+                      after FEATURE_TTL_S
+`learned:<response>`  set once a response has been learned from (a replay learns nothing twice)
+
+It also reads the exchange's keys (services/protocol/bank_keys.py): a customer's join id and
+the partner's partial scores for it.
+"""
+from __future__ import annotations
+
+import json
+from dataclasses import asdict, dataclass
+from typing import Any
+
+import numpy as np
+import redis.asyncio as aioredis
+
+from services.protocol.bank_keys import BankKeys
+from services.protocol.stream_messages import CustomerProfile
+
+FEATURE_TTL_S = 14 * 24 * 3600
+LEARNED_MARK_TTL_S = 30 * 24 * 3600
+STORE_FEATURES_LUA = """
+local ttl = ARGV[1]
+for i = 1, #KEYS do
+  redis.call('HSET', KEYS[i], ARGV[2 * i], ARGV[2 * i + 1])
+  redis.call('EXPIRE', KEYS[i], ttl)
+end
+return #KEYS
+"""
+PartialScoresOf = dict[str, str]
+"""One customer's partner partial scores as stored: model name -> "<partner version>|<score>"."""
+
+
+@dataclass
+class ScoringState:
+    redis: aioredis.Redis
+    key_prefix: str
+    _store_features_script: Any = None
+
+    @property
+    def bank_keys(self) -> BankKeys:
+        return BankKeys(self.key_prefix)
+
+    def key(self, kind: str, customer_id: str) -> str:
+        return f"{self.key_prefix}{kind}:{customer_id}"
+
+    async def store_profiles(self, profiles: list[CustomerProfile], erased: list[str]) -> None:
+        pipeline = self.redis.pipeline(transaction=False)
+        for customer_id in erased:
+            pipeline.delete(self.key("profile", customer_id), self.key("features", customer_id))
+        for profile in profiles:
+            pipeline.set(self.key("profile", profile.customer_id), json.dumps(asdict(profile)))
+        await pipeline.execute()
+
+    async def profiles_and_join_ids(self, customer_ids: list[str]) -> tuple[list[CustomerProfile | None], list[bytes | None]]:
+        """Each customer's profile (None before it arrives) and join id (None if not aligned), in one round trip."""
+        stored = await self.redis.mget([self.key("profile", customer) for customer in customer_ids]
+                                       + [self.bank_keys.join(customer) for customer in customer_ids])
+        profiles = [_profile_from_json(raw) if raw else None for raw in stored[:len(customer_ids)]]
+        return profiles, list(stored[len(customer_ids):])
+
+    async def partial_scores(self, join_ids: list[bytes | None]) -> list[PartialScoresOf]:
+        """The partner's partial scores of each aligned customer, {} for the others."""
+        aligned = [index for index, join_id in enumerate(join_ids) if join_id]
+        found: list[PartialScoresOf] = [{} for _ in join_ids]
+        if aligned:
+            pipeline = self.redis.pipeline(transaction=False)
+            for index in aligned:
+                pipeline.hgetall(self.bank_keys.partial(join_ids[index].decode()))  # type: ignore[union-attr]
+            for index, stored in zip(aligned, await pipeline.execute()):
+                found[index] = {model.decode(): value.decode() for model, value in stored.items()}
+        return found
+
+    async def store_features(self, scored: list[tuple[str, str, np.ndarray]]) -> None:
+        """Keep (customer, event id, feature vector) of each scored event for learning later."""
+        if not scored:
+            return
+        if self._store_features_script is None:
+            self._store_features_script = self.redis.register_script(STORE_FEATURES_LUA)
+        keys = [self.key("features", customer_id) for customer_id, _, _ in scored]
+        args: list[bytes | str | int] = [FEATURE_TTL_S]
+        for _, event_id, features in scored:
+            args += [event_id, features.tobytes()]
+        # One command for the batch: per-event HSET + EXPIRE cost a third of the stage's time.
+        await self._store_features_script(keys=keys, args=args)
+
+    async def first_time_features(self, responses: list[tuple[str, str, str]]) -> list[tuple[bool, np.ndarray | None]]:
+        """For each (response id, customer, event id): whether this is the first time it is learned
+        from (it is marked learned now), and the features that were scored (None once expired)."""
+        pipeline = self.redis.pipeline(transaction=False)
+        for response_id, customer_id, event_id in responses:
+            pipeline.set(self.key("learned", response_id), 1, nx=True, ex=LEARNED_MARK_TTL_S)
+            pipeline.hget(self.key("features", customer_id), event_id)
+        replies = await pipeline.execute()
+        found: list[tuple[bool, np.ndarray | None]] = []
+        for index in range(len(responses)):
+            first_time, stored = replies[2 * index], replies[2 * index + 1]
+            found.append((bool(first_time), None if stored is None else np.frombuffer(stored, dtype=np.float64)))
+        return found
+
+
+def _profile_from_json(raw: bytes) -> CustomerProfile:
+    values = json.loads(raw)
+    values["products_held"] = tuple(values["products_held"])
+    return CustomerProfile(**values)
