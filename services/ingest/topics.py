@@ -1,6 +1,15 @@
-"""Topics the ingest service reads and writes (schemas in schemas/, names in core/catalog.py)."""
-RAW_BANK_EVENTS = "bank.events.raw"      # reads: JSON CDC records
-CUSTOMER_EVENTS = "customer.events"      # writes: CustomerEvent
-CUSTOMER_PROFILES = "customer.profiles"  # writes: CustomerProfile, tombstone on erasure
-CUSTOMER_IDENTITIES = "customer.identities"  # writes: CustomerIdentity (for PSI only), tombstone on erasure
-# dead letters: dlq.bank.events.raw
+"""Topics the ingest service reads and writes; names and records are the catalog's
+(services/protocol/catalog.py). Dead letters: dlq.bank.events.raw."""
+from services.protocol.catalog import reads, writes
+from services.protocol.stream_messages import CustomerEvent, CustomerIdentity, CustomerProfile
+
+RAW_BANK_EVENTS = "bank.events.raw"
+CUSTOMER_EVENTS = "customer.events"
+CUSTOMER_PROFILES = "customer.profiles"
+CUSTOMER_IDENTITIES = "customer.identities"
+USES = (
+    reads(RAW_BANK_EVENTS, None, "core-banking CDC records (JSON)"),
+    writes(CUSTOMER_EVENTS, CustomerEvent),
+    writes(CUSTOMER_PROFILES, CustomerProfile, "tombstone on erasure"),
+    writes(CUSTOMER_IDENTITIES, CustomerIdentity, "for PSI only; tombstone on erasure"),
+)

@@ -68,6 +68,43 @@ _TOPICS += [
 TOPICS: dict[str, TopicSpec] = {spec.name: spec for spec in _TOPICS}
 
 
+@dataclass(frozen=True)
+class TopicUse:
+    """One topic a service reads or writes, with the record it carries (a service's topics.py
+    lists its uses; each is checked against this catalog when the module loads)."""
+
+    name: str
+    direction: Literal["reads", "writes"]
+    message: type[Any] | None
+    note: str = ""
+
+
+def _use(name: str, direction: Literal["reads", "writes"], message: type[Any] | None, note: str) -> TopicUse:
+    spec = TOPICS.get(name)
+    if spec is None:
+        raise KeyError(f"{name!r} is not a topic of the catalog (services/protocol/catalog.py)")
+    if spec.message is not message:
+        carried = spec.message.__name__ if spec.message else "raw JSON"
+        raise TypeError(f"{name} carries {carried}, not {message.__name__ if message else 'raw JSON'}")
+    return TopicUse(name, direction, message, note)
+
+
+def reads(name: str, message: type[Any] | None, note: str = "") -> TopicUse:
+    """
+    >>> reads("scores", messages.CustomerScores).direction
+    'reads'
+    >>> reads("scores", messages.Offer)
+    Traceback (most recent call last):
+    ...
+    TypeError: scores carries CustomerScores, not Offer
+    """
+    return _use(name, "reads", message, note)
+
+
+def writes(name: str, message: type[Any] | None, note: str = "") -> TopicUse:
+    return _use(name, "writes", message, note)
+
+
 def topics_of(owner: Owner) -> list[TopicSpec]:
     return [spec for spec in TOPICS.values() if spec.owner == owner]
 

@@ -1,6 +1,15 @@
-"""Topics the scoring service reads and writes."""
-CUSTOMER_EVENTS = "customer.events"      # reads: CustomerEvent
-CUSTOMER_PROFILES = "customer.profiles"  # reads: CustomerProfile (tombstone: erase)
-RESPONSES = "responses"                  # reads: OfferResponse (labels)
-SCORES = "scores"                        # writes: CustomerScores
-# dead letters: dlq.customer.events, dlq.customer.profiles, dlq.responses
+"""Topics the scoring service reads and writes; names and records are the catalog's
+(services/protocol/catalog.py). Dead letters: dlq.customer.events, dlq.customer.profiles, dlq.responses."""
+from services.protocol.catalog import reads, writes
+from services.protocol.stream_messages import CustomerEvent, CustomerProfile, CustomerScores, OfferResponse
+
+CUSTOMER_EVENTS = "customer.events"
+CUSTOMER_PROFILES = "customer.profiles"
+RESPONSES = "responses"
+SCORES = "scores"
+USES = (
+    reads(CUSTOMER_EVENTS, CustomerEvent),
+    reads(CUSTOMER_PROFILES, CustomerProfile, "tombstone: erase"),
+    reads(RESPONSES, OfferResponse, "labels"),
+    writes(SCORES, CustomerScores),
+)
