@@ -18,7 +18,6 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from aiokafka import AIOKafkaConsumer
-
 from rich.console import Console
 from rich.table import Table
 
@@ -55,7 +54,7 @@ def write_results(name: str, metrics: dict[str, float | int], notes: dict[str, A
     RESULTS_DIR.mkdir(parents=True, exist_ok=True)
     document: dict[str, Any] = {
         "bench": name,
-        "when": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),
+        "when": dt.datetime.now(dt.UTC).isoformat(timespec="seconds"),
         "machine": machine(),
         "metrics": metrics,
     }

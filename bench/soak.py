@@ -28,12 +28,11 @@ from bench.stream import PARTITIONS, fresh_settings, preload, run_services, wait
 from demo.generator.population import customer_records, event_records, make_population
 from services.core.avro import AvroCodec, SchemaStore
 from services.core.clients import idempotence_available
-from services.protocol.catalog import all_topic_names
 from services.core.kafka import create_topics
-from services.protocol.stream_messages import CustomerScores
 from services.core.runtime import embedded_stack
 from services.core.supervisor import ServiceRunner
-from demo.generator.population import customer_records, event_records, make_population
+from services.protocol.catalog import all_topic_names
+from services.protocol.stream_messages import CustomerScores
 from tests.waiting import wait_profiles_stored
 
 RATE_PER_S = float(os.environ.get("SOAK_RATE_PER_S", 2000.0))
@@ -84,7 +83,7 @@ async def _drive(settings, runner: ServiceRunner, population, minutes: float, st
     # The generator spaces events a second apart: start them that long ago, so that none is dated in
     # the future (ingest dead-letters those as implausible; the first 2,000/s soak met them after 5 minutes).
     events = event_records(population, count, seed=31,
-                           start=dt.datetime.now(dt.timezone.utc) - dt.timedelta(seconds=count + 60))
+                           start=dt.datetime.now(dt.UTC) - dt.timedelta(seconds=count + 60))
     started = time.monotonic()
     started_ms = time.time_ns() // 1_000_000
     arrivals = LiveArrivals(settings.kafka_bootstrap_servers, [settings.topic("scores")],

@@ -41,15 +41,13 @@ from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
 from bench.common import LiveArrivals, broker_notes, broker_process, consumer_lag, parse_args, process_cpu_s, write_results
 from demo.generator.population import customer_records, event_records, make_population
 from services.core.avro import AvroCodec, SchemaStore
-from services.protocol.catalog import CHANNELS, offers_topic
-from services.core.clients import idempotence_available, Record, consume
+from services.core.clients import Record, consume, idempotence_available
 from services.core.config import Settings, load_settings
-from services.protocol.catalog import all_topic_names
 from services.core.kafka import create_topics
-from services.protocol.stream_messages import Offer
 from services.core.runtime import embedded_stack
 from services.core.supervisor import ServiceRunner
-from demo.generator.population import customer_records, event_records, make_population
+from services.protocol.catalog import CHANNELS, all_topic_names, offers_topic
+from services.protocol.stream_messages import Offer
 from tests.waiting import wait_profiles_stored
 
 PARTITIONS = 4

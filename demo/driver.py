@@ -7,8 +7,8 @@ import asyncio
 import json
 import time
 import urllib.request
-from collections.abc import Callable
 from collections import Counter
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -20,19 +20,18 @@ from demo.generator.partner_feed import partner_records
 from demo.generator.population import SyntheticCustomer, customer_records, event_records, make_population, malformed_records
 from demo.waiting import wait_for_groups, wait_until
 from services.core.avro import AvroCodec, SchemaStore
-from services.protocol.catalog import CHANNELS, offers_topic
-from services.core.topic_names import dlq_name
 from services.core.clients import consume, produce
 from services.core.config import Settings, load_settings
-from services.protocol.catalog import all_topic_names
-from services.core.kafka import create_topics, now_ms, stage_group_id
-from services.protocol.stream_messages import CustomerScores, Offer, Suppression
 from services.core.dead_letter import DeadLetter
+from services.core.kafka import create_topics, now_ms, stage_group_id
 from services.core.runtime import embedded_stack
 from services.core.supervisor import ServiceRunner
+from services.core.topic_names import dlq_name
 from services.dispatch.admin import uplift_reports
 from services.dispatch.campaigns import load_campaign_file
 from services.dispatch.uplift import Uplift
+from services.protocol.catalog import CHANNELS, all_topic_names, offers_topic
+from services.protocol.stream_messages import CustomerScores, Offer, Suppression
 from services.reporting.tallies import campaign_totals
 
 DEMO_DAY = __import__("datetime").date(2026, 11, 25)
@@ -130,8 +129,8 @@ async def _align(settings: Settings, population: list, summary: DemoSummary,  # 
     import redis.asyncio as aioredis
 
     # The partner's feed has broken records too; they land in dlq.partner.features.raw.
-    feed = list(partner_records(population)) + [(b"broken-1", b'{"partner_record_id": "P-x", "features": '),
-                                                 (b"broken-2", b'{"op": "upsert", "partner_record_id": "P-y"}')]
+    feed = [*partner_records(population), (b"broken-1", b'{"partner_record_id": "P-x", "features": '),
+            (b"broken-2", b'{"op": "upsert", "partner_record_id": "P-y"}')]
     partner_ids = {json.loads(value)["national_id"] for key, value in feed if not key.startswith(b"broken")}
     summary.partner_people = len(partner_ids)
     summary.shared_people = len(partner_ids & {customer.national_id for customer in population})

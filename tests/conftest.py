@@ -2,7 +2,6 @@
 KAFKA_BOOTSTRAP_SERVERS / REDIS_URL), fresh topic names and key prefixes per test."""
 from __future__ import annotations
 
-import asyncio
 import os
 import shutil
 import tempfile
@@ -14,11 +13,11 @@ import pytest
 
 from services.core.avro import AvroCodec, SchemaStore
 from services.core.config import REPO_ROOT, Settings, load_settings
-from services.protocol.catalog import all_topic_names
-from services.core.kafka import create_topics
 from services.core.embedded.processes import free_port
+from services.core.kafka import create_topics
 from services.core.runtime import embedded_stack
 from services.core.supervisor import ServiceRunner
+from services.protocol.catalog import all_topic_names
 
 SHARED_DATA = REPO_ROOT.parent / "shared" / "data" / "fate"
 

@@ -41,7 +41,7 @@ async def wait_until(predicate: Callable[[], Any], timeout_s: float, what: str |
         if inspect.isawaitable(outcome):
             try:
                 value = await asyncio.wait_for(outcome, remaining)
-            except asyncio.TimeoutError:
+            except TimeoutError:
                 break
         else:
             value = outcome

@@ -10,9 +10,9 @@ import datetime as dt
 import random
 
 from demo.generator.population import SyntheticCustomer
-from services.protocol.stream_messages import CustomerEvent, CustomerProfile
 from services.exchange.training import LabelledRow
 from services.models.bank_features import feature_vector
+from services.protocol.stream_messages import CustomerEvent, CustomerProfile
 
 HISTORY_DAY = dt.date(2026, 10, 1)
 

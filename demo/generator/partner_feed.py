@@ -34,7 +34,7 @@ def partner_records(customers: list[SyntheticCustomer], overlap: float = 0.7, ou
                     seed: int = 17, at: dt.datetime | None = None) -> Iterator[tuple[bytes, bytes]]:
     """The partner's feed records: `overlap` of the bank's customers plus `outsiders` others."""
     rng = random.Random(seed)
-    at = at or dt.datetime(2026, 11, 25, 8, 0, tzinfo=dt.timezone.utc)
+    at = at or dt.datetime(2026, 11, 25, 8, 0, tzinfo=dt.UTC)
     shared = [customer for customer in customers if rng.random() < overlap]
     others = make_population(len(customers) // 3 if outsiders is None else outsiders, seed=seed + 1000)
     bank_ids = {customer.national_id for customer in customers}

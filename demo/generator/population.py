@@ -65,11 +65,12 @@ def make_population(size: int, seed: int = 7, today: dt.date | None = None) -> l
         income = rng.lognormvariate(9.3 + (0.9 if segment == "affluent" else 0) - (1.0 if segment == "student" else 0), 0.5)
         customers.append(SyntheticCustomer(
             customer_id=f"C{index:07d}",
-            national_id=f"{rng.randint(110000, 659999)}{rng.randint(1940, 2007)}{rng.randint(1, 12):02d}{rng.randint(1, 28):02d}{rng.randint(0, 9999):04d}",
+            national_id=(f"{rng.randint(110000, 659999)}{rng.randint(1940, 2007)}{rng.randint(1, 12):02d}"
+                         f"{rng.randint(1, 28):02d}{rng.randint(0, 9999):04d}"),
             birth_date=dt.date(today.year - age, rng.randint(1, 12), rng.randint(1, 28)),
             opened_at=today - dt.timedelta(days=rng.randint(30, 365 * 20)),
             monthly_income=round(income, 2), balance=round(income * rng.uniform(0.5, 12), 2),
-            products=tuple(sorted(rng.sample(PRODUCTS, rng.randint(0, 2)))) + ("debit_card",),
+            products=(*sorted(rng.sample(PRODUCTS, rng.randint(0, 2))), "debit_card"),
             segment=segment, preferred_channel=rng.choices(CHANNEL_PREFERENCE, weights=(40, 25, 10, 20, 5))[0],
             timezone=rng.choice(TIME_ZONES), consent_marketing=rng.random() < 0.9,
             travel_affinity=rng.betavariate(2, 5),
@@ -97,14 +98,15 @@ def event_records(customers: list[SyntheticCustomer], count: int, seed: int = 11
                   start: dt.datetime | None = None) -> Iterator[tuple[bytes, bytes]]:
     """`count` transaction and login CDC rows over customers, keyed by customer id."""
     rng = random.Random(seed)
-    start = start or dt.datetime(2026, 11, 25, 9, 0, tzinfo=dt.timezone.utc)
+    start = start or dt.datetime(2026, 11, 25, 9, 0, tzinfo=dt.UTC)
     for index in range(count):
         customer = rng.choice(customers)
         at = (start + dt.timedelta(seconds=index)).isoformat().replace("+00:00", "Z")
         kind = rng.choices(("salary", "deposit", "card", "abroad", "transfer", "login"), weights=(12, 8, 30, 8, 12, 30))[0]
         ts_ms = int((start + dt.timedelta(seconds=index)).timestamp() * 1000)
         if kind == "login":
-            yield customer.customer_id.encode(), _cdc("logins", {"login_id": f"L{seed}-{index}", "customer_id": customer.customer_id, "at": at, "device": "app"}, ts_ms)
+            login = {"login_id": f"L{seed}-{index}", "customer_id": customer.customer_id, "at": at, "device": "app"}
+            yield customer.customer_id.encode(), _cdc("logins", login, ts_ms)
             continue
         amount = {"salary": customer.monthly_income, "deposit": customer.balance * rng.uniform(0.1, 2.0),
                   "card": rng.lognormvariate(5, 1), "abroad": rng.lognormvariate(6, 1),
@@ -124,7 +126,8 @@ def malformed_records(count: int, seed: int = 13) -> Iterator[tuple[bytes, bytes
         b"\xff\xfe not utf-8",
         b'{"op": "c", "source": {"table": "transactions", "ts_ms": 1}, "after": {"txn_id": "X", "customer_id": "C0000001"}}',
         b'{"op": "c", "source": {"table": "ledger", "ts_ms": 1}, "after": {}}',
-        b'{"op": "c", "source": {"table": "transactions", "ts_ms": 1}, "after": {"txn_id": "X", "customer_id": "C0000001", "kind": "card", "amount": "1e400", "currency": "CNY", "booked_at": "2026-11-25T09:00:00Z"}}',
+        b'{"op": "c", "source": {"table": "transactions", "ts_ms": 1}, "after": {"txn_id": "X", "customer_id": "C0000001", '
+        b'"kind": "card", "amount": "1e400", "currency": "CNY", "booked_at": "2026-11-25T09:00:00Z"}}',
     ]
     for index in range(count):
         yield f"bad-{index}".encode(), kinds[rng.randrange(len(kinds))]

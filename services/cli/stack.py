@@ -79,10 +79,10 @@ def up(
     work_dir: Path = typer.Option(REPO_ROOT / ".cipherstream", help="where the embedded parts keep data and logs"),
 ) -> None:
     """Start the embedded broker and Redis plus every bank and partner service; Ctrl-C stops them all."""
-    from services.protocol.catalog import all_topic_names
     from services.core.kafka import create_topics
     from services.core.runtime import embedded_stack
     from services.core.supervisor import ServiceRunner
+    from services.protocol.catalog import all_topic_names
 
     with embedded_stack(work_dir) as stack:
         os.environ.update(stack.env)
@@ -106,8 +106,8 @@ def create_topics_command(
     owner: list[str] = typer.Option(["bank", "partner", "exchange"], help="whose topics: bank, partner, exchange"),
 ) -> None:
     """Create the topics of the given owners on KAFKA_BOOTSTRAP_SERVERS (exchange ones on the exchange cluster)."""
-    from services.protocol.catalog import all_topic_names
     from services.core.kafka import create_topics
+    from services.protocol.catalog import all_topic_names
 
     settings = load_settings()
     own = [name for name in owner if name != "exchange"]

@@ -150,7 +150,7 @@ async def backup(redis: aioredis.Redis, key_prefix: str, database_url: str, fold
     folder.mkdir(parents=True, exist_ok=True)
     keys = await backup_redis(redis, key_prefix, folder / REDIS_FILE)
     rows = backup_sql(database_url, folder / SQL_FILE)
-    manifest = {"taken_at": dt.datetime.now(dt.timezone.utc).isoformat(), "redis_keys": keys, "sql_rows": rows,
+    manifest = {"taken_at": dt.datetime.now(dt.UTC).isoformat(), "redis_keys": keys, "sql_rows": rows,
                 "key_prefix": key_prefix, "sha256": {name: _sha256(folder / name) for name in (REDIS_FILE, SQL_FILE)}}
     (folder / MANIFEST_FILE).write_text(json.dumps(manifest, indent=2) + "\n")
     return BackupSummary(keys, rows, folder)

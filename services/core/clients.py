@@ -89,6 +89,6 @@ async def partitions_of(consumer: AIOKafkaConsumer, topic: str, timeout_s: float
         partitions = consumer.partitions_for_topic(topic)
         if partitions:
             return set(partitions)
-        await consumer._client.force_metadata_update()  # noqa: SLF001 - aiokafka exposes no public refresh
+        await consumer._client.force_metadata_update()
         await asyncio.sleep(0.1)
     return set()

@@ -11,8 +11,8 @@ import urllib.request
 from pathlib import Path
 
 from services.core.config import Settings
-from services.core.errors import UnreachableError
 from services.core.embedded.processes import ManagedProcess, free_port, start_process
+from services.core.errors import UnreachableError
 
 BANK_SERVICES: tuple[str, ...] = ("ingest", "scoring", "dispatch", "exchange", "reporting")
 PARTNER_SERVICES: tuple[str, ...] = ("partner",)

@@ -6,7 +6,6 @@ import asyncio
 
 from services.core import metrics
 from services.core.kafka import Stage, avro_decoder
-from services.protocol.stream_messages import CustomerScores, OfferResponse
 from services.core.service import ServiceContext, bootstrap, main
 from services.dispatch.campaign_catalog import CampaignCatalog
 from services.dispatch.campaign_store import CampaignStore
@@ -15,6 +14,7 @@ from services.dispatch.console_api import ConsoleApi
 from services.dispatch.contact_policy import Caps, ContactPolicy
 from services.dispatch.dispatcher import Dispatcher
 from services.dispatch.topics import RESPONSES, SCORES
+from services.protocol.stream_messages import CustomerScores, OfferResponse
 
 SERVICE = "dispatch"
 

@@ -9,8 +9,8 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from services.protocol.stream_messages import CustomerScores, ProductScore
 from services.dispatch.campaigns import ArbitrationWeights, Campaign, ChannelTemplate
+from services.protocol.stream_messages import CustomerScores, ProductScore
 
 
 @dataclass(frozen=True, slots=True)

@@ -70,7 +70,7 @@ class CampaignStore:
     def put(self, campaign: Campaign, actor: str) -> CampaignChange:
         """Create or replace; returns the change (its revision) as recorded."""
         document = campaign.model_dump(mode="json")
-        now = dt.datetime.now(dt.timezone.utc)
+        now = dt.datetime.now(dt.UTC)
         with Session(self.engine) as session, session.begin():
             row = session.get(CampaignRow, campaign.campaign_id, with_for_update=True)
             action = "created" if row is None else "updated"
@@ -83,7 +83,7 @@ class CampaignStore:
 
     def delete(self, campaign_id: str, actor: str) -> CampaignChange | None:
         """Remove a campaign (its history stays); None when there was no such campaign."""
-        now = dt.datetime.now(dt.timezone.utc)
+        now = dt.datetime.now(dt.UTC)
         with Session(self.engine) as session, session.begin():
             row = session.get(CampaignRow, campaign_id, with_for_update=True)
             if row is None:

@@ -10,8 +10,8 @@ import pydantic
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, StringConstraints, field_validator, model_validator
 
-from services.protocol.catalog import CHANNELS
 from services.core.errors import ConfigError
+from services.protocol.catalog import CHANNELS
 from services.protocol.stream_messages import TRIGGER_EVENT_TYPES
 
 Identifier = Annotated[str, StringConstraints(pattern=r"^[a-z0-9_]{1,64}$")]

@@ -17,13 +17,13 @@ from dataclasses import dataclass, field
 import redis.asyncio as aioredis
 
 from services.core import metrics
-from services.protocol.catalog import offers_topic
 from services.core.kafka import HandlerResult, Inbound, Outbound, now_ms
-from services.protocol.stream_messages import CustomerScores, Offer, OfferResponse, Suppression
 from services.dispatch.arbitration import Candidate, RankTable, local_time
 from services.dispatch.campaigns import ArbitrationWeights, Campaign, ContactRules
 from services.dispatch.contact_policy import ContactPolicy, Request
 from services.dispatch.uplift import record_conversions, uplift
+from services.protocol.catalog import offers_topic
+from services.protocol.stream_messages import CustomerScores, Offer, OfferResponse, Suppression
 
 SUPPRESSIONS_TOPIC = "suppressions"
 # The contact policy walks at most this many of the best eligible offers: past the fifth, every

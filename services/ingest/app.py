@@ -3,10 +3,10 @@ from __future__ import annotations
 
 from services.core.errors import MessageError
 from services.core.kafka import HandlerResult, Inbound, Outbound, Stage
-from services.protocol.stream_messages import CustomerEvent
 from services.core.service import ServiceContext, bootstrap, main
 from services.ingest.cdc import CdcRecord, CustomerUpdate, Erasure, normalise, parse_cdc
 from services.ingest.topics import CUSTOMER_EVENTS, CUSTOMER_IDENTITIES, CUSTOMER_PROFILES, RAW_BANK_EVENTS
+from services.protocol.stream_messages import CustomerEvent
 
 SERVICE = "ingest"
 

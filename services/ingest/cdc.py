@@ -34,7 +34,7 @@ Currency = Annotated[str, StringConstraints(pattern=r"^[A-Z]{3}$")]
 Country = Annotated[str, StringConstraints(pattern=r"^[A-Z]{2}$")]
 Timestamp = Annotated[dt.datetime, BeforeValidator(iso_text)]
 IsoDate = Annotated[dt.date, BeforeValidator(iso_text)]
-EARLIEST_EVENT = dt.datetime(2000, 1, 1, tzinfo=dt.timezone.utc)
+EARLIEST_EVENT = dt.datetime(2000, 1, 1, tzinfo=dt.UTC)
 MAX_CLOCK_SKEW = dt.timedelta(days=1)
 
 
@@ -112,7 +112,7 @@ def _minor_units(amount: str, field: str) -> int:
 def _epoch_ms(moment: dt.datetime) -> int:
     if moment.tzinfo is None:
         raise ValidationError(f"timestamp {moment.isoformat()} has no time zone", reason="naive_timestamp")
-    if not EARLIEST_EVENT <= moment <= dt.datetime.now(dt.timezone.utc) + MAX_CLOCK_SKEW:
+    if not EARLIEST_EVENT <= moment <= dt.datetime.now(dt.UTC) + MAX_CLOCK_SKEW:
         raise ValidationError(f"timestamp {moment.isoformat()} is implausible", reason="bad_value")
     return int(moment.timestamp() * 1000)
 
@@ -197,7 +197,7 @@ def _transaction_event(row: TransactionRow, home_country: str, where: dict[str, 
 
 
 def _profile(row: CustomerRow, updated_at_ms: int) -> CustomerProfile:
-    today = dt.datetime.fromtimestamp(updated_at_ms / 1000, dt.timezone.utc).date()
+    today = dt.datetime.fromtimestamp(updated_at_ms / 1000, dt.UTC).date()
     age = today.year - row.birth_date.year - ((today.month, today.day) < (row.birth_date.month, row.birth_date.day))
     if not 16 <= age <= 120:
         raise ValidationError(f"age {age} from birth_date is implausible", reason="bad_value")

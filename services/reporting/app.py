@@ -15,8 +15,7 @@ from services.core import metrics
 from services.core.errors import MessageError
 from services.core.kafka import now_ms
 from services.core.service import ServiceContext, bootstrap, main
-from services.reporting.tallies import (READS, Row, campaign_report, counted, expired, oldest_kept_day, row_key,
-                                           tally_of, utc_day)
+from services.reporting.tallies import READS, Row, campaign_report, counted, expired, oldest_kept_day, row_key, tally_of, utc_day
 
 SERVICE = "reporting"
 TABLE = "campaign_tallies"
@@ -70,7 +69,7 @@ def build() -> ServiceContext:
             logical = logical_of[message.topic]
             try:
                 count(message, logical)
-            except Exception as error:  # noqa: BLE001 - a message that cannot be counted must not stop the agent
+            except Exception as error:
                 await dead_letter(message, logical, error)
 
     @app.page("/campaigns/report")

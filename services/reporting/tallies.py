@@ -41,7 +41,7 @@ def utc_day(ms: int) -> str:
     services.core.errors.MessageError: time 4611686018427387904 ms is out of range
     """
     try:
-        return dt.datetime.fromtimestamp(ms / 1000, dt.timezone.utc).date().isoformat()
+        return dt.datetime.fromtimestamp(ms / 1000, dt.UTC).date().isoformat()
     except (OverflowError, OSError, ValueError) as error:
         raise MessageError(f"time {ms} ms is out of range", reason="bad_timestamp") from error
 

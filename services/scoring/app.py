@@ -2,9 +2,9 @@
 from __future__ import annotations
 
 from services.core.kafka import Stage, avro_decoder, tombstone_decoder
-from services.protocol.stream_messages import CustomerEvent, CustomerProfile, OfferResponse
 from services.core.service import ServiceContext, bootstrap, main
 from services.models.registry import ModelRegistry
+from services.protocol.stream_messages import CustomerEvent, CustomerProfile, OfferResponse
 from services.scoring.avro_writer import FAST_WRITERS
 from services.scoring.scorer import Scorer
 from services.scoring.topics import CUSTOMER_EVENTS, CUSTOMER_PROFILES, RESPONSES

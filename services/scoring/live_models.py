@@ -57,7 +57,7 @@ class LiveModels:
             model = ProductModel.from_bytes(latest[1]) if latest and latest[1] else ProductModel(product)
             previous = latest[0] if latest else None
             fingerprint = DataFingerprint(previous.data_fingerprint if previous else "")
-            models.live[product] = LiveModel(model, previous, fingerprint, dt.datetime.now(dt.timezone.utc))  # type: ignore[arg-type]
+            models.live[product] = LiveModel(model, previous, fingerprint, dt.datetime.now(dt.UTC))  # type: ignore[arg-type]
             models.checkpoint(product)
             registry.record_deployment(models.live[product].version.service_number, operator=models.operator,
                                        target=socket.gethostname())
@@ -83,7 +83,7 @@ class LiveModels:
             checkpoint=model.to_bytes(), parent_service_number=live.version.service_number if live.version else None,
         )
         live.learned_since_checkpoint = 0
-        live.started_at = dt.datetime.now(dt.timezone.utc)
+        live.started_at = dt.datetime.now(dt.UTC)
 
     def learn_one(self, product: str, features: np.ndarray, converted: bool, occurred_at_ms: int) -> None:
         live = self.live[product]

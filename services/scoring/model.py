@@ -7,17 +7,16 @@ events costs one matrix product instead of a Python call per event and product.
 """
 from __future__ import annotations
 
-from collections import deque
-
 import math
 import pickle
+from collections import deque
 from dataclasses import dataclass, field
 
 import numpy as np
 from river import compose, drift, linear_model, metrics, optim, preprocessing
 
-from services.protocol.stream_messages import ReasonCode
 from services.models.bank_features import FEATURE_NAMES
+from services.protocol.stream_messages import ReasonCode
 
 REASONS_PER_SCORE = 3
 PRIOR_CONVERSION_RATE = 0.05
@@ -129,7 +128,7 @@ class ProductModel:
     @staticmethod
     def from_bytes(checkpoint: bytes) -> ProductModel:
         # Only checkpoints from our own registry are ever loaded (pickle trusts its input).
-        model = pickle.loads(checkpoint)  # noqa: S301
+        model = pickle.loads(checkpoint)
         if not isinstance(model, ProductModel):
             raise TypeError(f"checkpoint holds {type(model).__name__}, not a ProductModel")
         return model

@@ -9,7 +9,9 @@ import typing
 
 import fastavro
 import pytest
-from hypothesis import given, settings as hypothesis_settings, strategies as st
+from hypothesis import given
+from hypothesis import settings as hypothesis_settings
+from hypothesis import strategies as st
 
 from services.core.avro import AvroCodec, SchemaStore
 from services.core.config import REPO_ROOT

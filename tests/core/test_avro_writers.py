@@ -5,14 +5,16 @@ import io
 
 import fastavro
 import pytest
-from hypothesis import given, settings as hypothesis_settings, strategies as st
+from hypothesis import given
+from hypothesis import settings as hypothesis_settings
+from hypothesis import strategies as st
 
 from services.core.avro import AvroCodec, SchemaStore, schema_fingerprint
-from services.scoring.avro_writer import FAST_WRITERS, write_customer_scores
 from services.core.config import REPO_ROOT
 from services.core.errors import SchemaError
-from services.protocol.stream_messages import CustomerScores, ProductScore, ReasonCode, Suppression
 from services.core.records import to_record
+from services.protocol.stream_messages import CustomerScores, ProductScore, ReasonCode, Suppression
+from services.scoring.avro_writer import FAST_WRITERS, write_customer_scores
 from tests.core.test_avro import message_strategy
 
 SCORES_SCHEMA = "cipherstream.CustomerScores"

@@ -14,12 +14,12 @@ from sqlalchemy import create_engine
 
 from services.core.backup import BackupError, backup, restore
 from services.core.config import Settings
-from services.tables import every_table
 from services.dispatch.campaign_store import CampaignStore
 from services.dispatch.campaigns import Campaign
 from services.models.registry import ModelRegistry
 from services.scoring.live_models import model_name
 from services.scoring.scorer import Scorer
+from services.tables import every_table
 
 
 async def _state(settings: Settings, database_url: str) -> tuple[aioredis.Redis, Scorer]:

@@ -8,8 +8,8 @@ from pathlib import Path
 import pytest
 
 from services.core.config import load_settings
-from services.core.errors import ConfigError, UnreachableError
 from services.core.embedded.processes import free_port
+from services.core.errors import ConfigError, UnreachableError
 from services.core.runtime import check_database, check_kafka, check_redis, embedded_broker_kind, embedded_stack
 
 
@@ -43,7 +43,7 @@ def test_unreachable_kafka_redis_and_database_raise_clear_errors(tmp_path: Path)
     closed_port = free_port()
     with pytest.raises(UnreachableError, match=f"Kafka at 127.0.0.1:{closed_port}"):
         asyncio.run(check_kafka(f"127.0.0.1:{closed_port}", timeout_s=3))
-    with pytest.raises(UnreachableError, match="Redis at redis://user:\\*\\*\\*@127.0.0.1"):
+    with pytest.raises(UnreachableError, match=r"Redis at redis://user:\*\*\*@127\.0\.0\.1"):
         asyncio.run(check_redis(f"redis://user:pw@127.0.0.1:{closed_port}/0", timeout_s=2))
     with pytest.raises(UnreachableError, match="database"):
         check_database(f"postgresql+psycopg2://cs:pw@127.0.0.1:{closed_port}/cs")
@@ -70,6 +70,6 @@ def test_embedded_stack_uses_configured_parts_instead_of_starting_its_own(tmp_pa
 
 
 def test_an_unknown_embedded_broker_is_a_config_error_naming_the_choices(tmp_path: Path) -> None:
-    with pytest.raises(ConfigError, match="CIPHERSTREAM_EMBEDDED_BROKER must be one of kafka, tansu"):
-        with embedded_stack(tmp_path, environ={"CIPHERSTREAM_EMBEDDED_BROKER": "redpanda"}):
-            pass
+    with pytest.raises(ConfigError, match="CIPHERSTREAM_EMBEDDED_BROKER must be one of kafka, tansu"), \
+            embedded_stack(tmp_path, environ={"CIPHERSTREAM_EMBEDDED_BROKER": "redpanda"}):
+        pass

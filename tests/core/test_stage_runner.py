@@ -7,11 +7,10 @@ import asyncio
 from typing import Any
 
 import pytest
-
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
 
 from services.core.avro import AvroCodec
-from services.core.clients import idempotence_available, Record, consume
+from services.core.clients import Record, consume, idempotence_available
 from services.core.config import Settings
 from services.core.kafka import (
     DeadLetters,

@@ -16,15 +16,15 @@ from typing import Any
 import yaml
 
 from services.core.avro import AvroCodec
-from services.protocol.catalog import offers_topic
 from services.core.clients import consume, produce
 from services.core.config import REPO_ROOT, Settings
-from services.protocol.stream_messages import CustomerScores, Offer, ProductScore, ReasonCode
 from services.core.supervisor import ServiceRunner
 from services.dispatch.arbitration import rank
 from services.dispatch.campaign_catalog import CampaignCatalog
 from services.dispatch.campaign_store import CampaignStore
 from services.dispatch.campaigns import ArbitrationWeights, Campaign
+from services.protocol.catalog import offers_topic
+from services.protocol.stream_messages import CustomerScores, Offer, ProductScore, ReasonCode
 
 TOKEN = "console-test-token"
 CONSOLE_CAMPAIGN: dict[str, Any] = {

@@ -9,6 +9,11 @@ import redis.asyncio as aioredis
 
 from services.core.config import Settings
 from services.core.kafka import Inbound
+from services.dispatch.app import caps
+from services.dispatch.campaigns import Campaign, ChannelTemplate, ContactRules
+from services.dispatch.contact_policy import ContactPolicy
+from services.dispatch.dispatcher import Dispatcher, in_holdout
+from services.dispatch.uplift import uplift
 from services.protocol.stream_messages import (
     CustomerScores,
     Offer,
@@ -17,11 +22,6 @@ from services.protocol.stream_messages import (
     ReasonCode,
     Suppression,
 )
-from services.dispatch.app import caps
-from services.dispatch.campaigns import Campaign, ChannelTemplate, ContactRules
-from services.dispatch.contact_policy import ContactPolicy
-from services.dispatch.dispatcher import Dispatcher, in_holdout
-from services.dispatch.uplift import uplift
 
 SHANGHAI_NOON = int(dt.datetime(2026, 11, 23, 12, 0, tzinfo=dt.timezone(dt.timedelta(hours=8))).timestamp() * 1000)
 DAY_MS = 24 * 3600 * 1000
@@ -60,7 +60,7 @@ async def _decide(dispatcher: Dispatcher, *scores: CustomerScores) -> list[Offer
 async def test_daily_and_weekly_caps_count_in_the_customer_s_own_day_and_week(settings: Settings) -> None:
     rules = ContactRules(daily_cap=1, weekly_cap=2, channel_daily_cap=1, channel_weekly_cap=5)
     dispatcher = await _dispatcher(settings, (_campaign("a"), _campaign("b"), _campaign("c")), rules)
-    monday, tuesday, wednesday = (SHANGHAI_NOON + offset * DAY_MS for offset in range(3))
+    _monday, tuesday, wednesday = (SHANGHAI_NOON + offset * DAY_MS for offset in range(3))
     first, second = await _decide(dispatcher, _scores("e1"), _scores("e2"))
     assert isinstance(first, Offer) and isinstance(second, Suppression) and second.reason == "frequency_cap"
     [third] = await _decide(dispatcher, _scores("e3", at_ms=tuesday))

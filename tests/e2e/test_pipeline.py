@@ -1,22 +1,23 @@
 """Events through ingest, scoring and dispatch as real processes on the real broker and Redis."""
 from __future__ import annotations
 
-import pytest
-
 from collections import Counter
 from pathlib import Path
 
+import pytest
+
 from demo.driver import run_demo
 from services.core.avro import AvroCodec
-from services.protocol.catalog import CHANNELS, offers_topic
 from services.core.clients import consume, produce
 from services.core.config import Settings
 from services.core.dead_letter import DeadLetter
+from services.protocol.catalog import CHANNELS, offers_topic
 from services.protocol.stream_messages import Offer, Suppression
-from demo.driver import run_demo
 from services.reporting.tallies import campaign_totals
-from tests.samples import customer_row as _customer, transaction_row as _transaction
+from tests.samples import customer_row as _customer
+from tests.samples import transaction_row as _transaction
 from tests.waiting import wait_profiles_stored
+
 
 @pytest.mark.tansu_smoke
 async def test_events_become_offers_suppressions_and_dead_letters(settings: Settings, services, codec: AvroCodec) -> None:

@@ -2,17 +2,19 @@
 to the offer topic, with each hop a child of the one before (W3C trace context in Kafka headers)."""
 from __future__ import annotations
 
+import itertools
 import json
 from pathlib import Path
 
 from opentelemetry.sdk.trace import TracerProvider
 from opentelemetry.trace import SpanKind
 
-from services.protocol.catalog import CHANNELS, offers_topic
 from services.core.clients import consume, produce
 from services.core.config import Settings
 from services.core.telemetry import headers_from_context
-from tests.samples import customer_row as _customer, transaction_row as _transaction
+from services.protocol.catalog import CHANNELS, offers_topic
+from tests.samples import customer_row as _customer
+from tests.samples import transaction_row as _transaction
 from tests.waiting import wait_profiles_stored
 
 
@@ -43,7 +45,7 @@ async def test_one_trace_links_every_hop_from_raw_event_to_offer(settings: Setti
              "scores process", "offers.push publish"]
     assert set(chain) <= set(ours), f"missing spans: {set(chain) - set(ours)}"
     assert ours[chain[0]]["parent_id"] == f"0x{root.get_span_context().span_id:016x}"
-    for parent, child in zip(chain, chain[1:]):
+    for parent, child in itertools.pairwise(chain):
         assert ours[child]["parent_id"] == ours[parent]["context"]["span_id"], f"{child} is not a child of {parent}"
     assert ours["customer.events process"]["resource"]["attributes"]["service.name"] == "scoring"
     assert ours["scores process"]["kind"] == "SpanKind.CONSUMER" and ours["offers.push publish"]["kind"] == "SpanKind.PRODUCER"

@@ -14,7 +14,6 @@ from pathlib import Path
 
 import psutil
 import redis
-
 from aiokafka.admin import AIOKafkaAdminClient
 from aiokafka.admin.config_resource import ConfigResource, ConfigResourceType
 

@@ -1,5 +1,6 @@
 """What the fault suite shares: the pipeline started with its customers loaded, a steady stream of
-events, and what it checks after every fault: each event was scored and then decided (an offer, or a suppression that says why not); no offer twice."""
+events, and what it checks after every fault: each event was scored and then decided (an offer, or
+a suppression that says why not); no offer twice."""
 from __future__ import annotations
 
 import asyncio
@@ -11,14 +12,12 @@ from aiokafka import AIOKafkaProducer
 
 from demo.generator.population import SyntheticCustomer, customer_records, make_population
 from services.core.avro import AvroCodec
-from services.protocol.catalog import CHANNELS, offers_topic
-from services.core.clients import idempotence_available, Record, consume, produce
+from services.core.clients import Record, consume, idempotence_available, produce
 from services.core.config import Settings
-from services.protocol.stream_messages import CustomerScores, Offer, Suppression
 from services.core.supervisor import ServiceRunner
-from demo.generator.population import SyntheticCustomer, customer_records, make_population
+from services.protocol.catalog import CHANNELS, offers_topic
+from services.protocol.stream_messages import CustomerScores, Offer, Suppression
 from tests.waiting import wait_profiles_stored
-
 
 STAGES = ("ingest", "scoring", "dispatch")
 

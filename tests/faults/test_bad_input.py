@@ -4,12 +4,17 @@ the services keep serving (process level)."""
 from __future__ import annotations
 
 import pytest
-from hypothesis import HealthCheck, given, settings as hypothesis_settings, strategies as st
+from hypothesis import HealthCheck, given
+from hypothesis import settings as hypothesis_settings
+from hypothesis import strategies as st
 
 from services.core.avro import AvroCodec
 from services.core.clients import consume, produce
 from services.core.config import Settings
+from services.core.dead_letter import DeadLetter
 from services.core.errors import MessageError
+from services.ingest.cdc import normalise, parse_cdc
+from services.partner.features import parse_feed
 from services.protocol.stream_messages import (
     CustomerEvent,
     CustomerIdentity,
@@ -19,9 +24,6 @@ from services.protocol.stream_messages import (
     OfferResponse,
     Suppression,
 )
-from services.core.dead_letter import DeadLetter
-from services.ingest.cdc import normalise, parse_cdc
-from services.partner.features import parse_feed
 from tests.faults.malformed import malformed_avro, malformed_cdc, malformed_exchange, malformed_partner_feed
 from tests.samples import customer_row, transaction_row
 from tests.waiting import wait_profiles_stored

@@ -9,7 +9,6 @@ from demo.generator.population import customer_records, event_records, make_popu
 from services.core.clients import consume, produce
 from services.core.config import Settings
 from services.core.supervisor import ServiceRunner
-from demo.generator.population import customer_records, event_records, make_population
 from tests.waiting import events_consumed, wait_profiles_stored
 
 

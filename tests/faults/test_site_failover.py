@@ -26,11 +26,11 @@ from demo.generator.population import event_records
 from services.core.avro import AvroCodec
 from services.core.clients import produce
 from services.core.config import Settings
-from services.core.kafka import stage_group_id
-from services.protocol.stream_messages import CustomerScores, Offer
 from services.core.embedded.redis import start_redis
+from services.core.kafka import stage_group_id
 from services.core.runtime import start_broker
 from services.core.supervisor import ServiceRunner, settings_env
+from services.protocol.stream_messages import CustomerScores, Offer
 from tests.faults.accounting import STAGES, PipelineLedger, expected_event_ids, start_pipeline
 from tests.faults.mirror import mirror_group_offsets, mirror_topics
 from tests.waiting import wait_committed_to_end

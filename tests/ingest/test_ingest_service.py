@@ -4,10 +4,9 @@ from __future__ import annotations
 from services.core.avro import AvroCodec
 from services.core.clients import consume, produce
 from services.core.config import Settings
-from services.protocol.stream_messages import CustomerEvent, CustomerProfile
 from services.core.dead_letter import DeadLetter
+from services.protocol.stream_messages import CustomerEvent, CustomerProfile
 from tests.samples import cdc
-
 
 SALARY = cdc("transactions", {"txn_id": "T1", "customer_id": "C1", "kind": "salary", "amount": "15000.00",
                               "currency": "CNY", "country": "CN", "booked_at": "2025-11-25T01:00:00Z"})

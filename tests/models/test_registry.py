@@ -14,7 +14,7 @@ def _register(registry: ModelRegistry, name: str, parent: str | None = None, che
     return registry.register(
         model_name=name, algorithm="logreg", parameters={"learning_rate": 0.05}, feature_names=["a", "b"],
         rows_learned=2, iterations=2, fingerprint=fingerprint, operator="tester",
-        started_at=dt.datetime.now(dt.timezone.utc), checkpoint=checkpoint, parent_service_number=parent,
+        started_at=dt.datetime.now(dt.UTC), checkpoint=checkpoint, parent_service_number=parent,
     )
 
 

@@ -18,7 +18,6 @@ import yaml
 from demo.driver import run_demo
 from services.core.embedded.processes import free_port, start_process, wait_for_port
 from services.core.supervisor import ServiceRunner
-from demo.driver import run_demo
 from tests.waiting import wait_until
 
 REPO = Path(__file__).resolve().parents[2]

@@ -12,14 +12,14 @@ from collections import Counter
 from typing import Any
 
 from services.core.avro import AvroCodec
-from services.core.topic_names import dlq_name
 from services.core.clients import consume, produce
 from services.core.config import Settings
-from services.core.kafka import now_ms
 from services.core.dead_letter import DeadLetter
-from services.protocol.stream_messages import Offer, OfferResponse, Suppression
 from services.core.embedded.processes import ManagedProcess
+from services.core.kafka import now_ms
 from services.core.supervisor import ServiceRunner, wait_ready
+from services.core.topic_names import dlq_name
+from services.protocol.stream_messages import Offer, OfferResponse, Suppression
 from services.reporting.tallies import utc_day
 
 DAY_MS = 1_764_460_800_000  # 2025-11-30T00:00:00Z

@@ -7,9 +7,9 @@ import math
 import numpy as np
 
 from services.core.config import Settings
-from services.models.registry import DataFingerprint
 from services.models.bank_features import FEATURE_NAMES, feature_vector
 from services.models.federated import PARTNER_REASON, BankHalf, federated_model_name
+from services.models.registry import DataFingerprint
 from tests.scoring.test_scorer import PROFILE, _event, _inbound, _scorer
 
 
@@ -20,7 +20,7 @@ async def test_aligned_customer_gets_the_federated_score_and_others_the_bank_mod
     version = registry.register(
         model_name=federated_model_name("travel_insurance"), algorithm="federated logistic regression",
         parameters={}, feature_names=list(FEATURE_NAMES), rows_learned=10, iterations=1,
-        fingerprint=DataFingerprint(""), operator="test", started_at=dt.datetime.now(dt.timezone.utc),
+        fingerprint=DataFingerprint(""), operator="test", started_at=dt.datetime.now(dt.UTC),
         checkpoint=half.to_bytes())
     scorer.models.federated_loaded_at = -1e9  # refresh now
     other = PROFILE.__class__(**{**{f: getattr(PROFILE, f) for f in PROFILE.__slots__}, "customer_id": "C2"})

@@ -71,7 +71,8 @@ def test_checkpoint_refuses_foreign_objects() -> None:
 
 
 def test_batch_reason_codes_equal_the_per_row_ones() -> None:
-    from hypothesis import given, settings, strategies as st
+    from hypothesis import given, settings
+    from hypothesis import strategies as st
     from hypothesis.extra.numpy import arrays
 
     from services.scoring.model import top_reasons_batch

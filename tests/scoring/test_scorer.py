@@ -5,9 +5,9 @@ import redis.asyncio as aioredis
 
 from services.core.config import Settings
 from services.core.kafka import Inbound
-from services.protocol.stream_messages import CustomerEvent, CustomerProfile, CustomerScores, OfferResponse
-from services.models.registry import ModelRegistry
 from services.models.bank_features import PRODUCTS
+from services.models.registry import ModelRegistry
+from services.protocol.stream_messages import CustomerEvent, CustomerProfile, CustomerScores, OfferResponse
 from services.scoring.live_models import model_name
 from services.scoring.scorer import Scorer
 

@@ -61,7 +61,7 @@ def java_major_version(java: str) -> int:
     output = subprocess.run([java, "-version"], capture_output=True, text=True, check=False).stderr
     for token in output.split():
         token = token.strip('"')
-        if token[:1].isdigit() and "." in token or token.isdigit():
+        if (token[:1].isdigit() and "." in token) or token.isdigit():
             parts = token.split(".")
             return int(parts[1]) if parts[0] == "1" else int(parts[0])
     raise ConfigError(f"cannot read the Java version from: {output.strip()[:200]}")

@@ -1,6 +1,7 @@
 """Topic administration for the embedded stack (production provisions its topics)."""
 from __future__ import annotations
 
+import contextlib
 from collections.abc import Sequence
 
 from aiokafka.admin import AIOKafkaAdminClient, NewTopic
@@ -15,9 +16,7 @@ async def create_topics(bootstrap_servers: str, names: Sequence[str], partitions
         existing = set(await admin.list_topics())
         wanted = [NewTopic(name, partitions, 1) for name in names if name not in existing]
         if wanted:
-            try:
+            with contextlib.suppress(TopicAlreadyExistsError):  # another worker made them first
                 await admin.create_topics(wanted)
-            except TopicAlreadyExistsError:
-                pass
     finally:
         await admin.close()

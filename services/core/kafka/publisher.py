@@ -188,7 +188,7 @@ class Publisher:
             # has started the publisher: wait for the start rather than lose the agent.
             try:
                 await asyncio.wait_for(self._started.wait(), PUBLISHER_START_WAIT_S)
-            except asyncio.TimeoutError as exc:
+            except TimeoutError as exc:
                 raise UnreachableError(f"publisher not started within {PUBLISHER_START_WAIT_S:.0f} s") from exc
         servers = cluster_of(self.settings, topic)
         full_topic = self.settings.topic(topic)

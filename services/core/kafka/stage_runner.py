@@ -195,7 +195,7 @@ class StageRunner(mode.Service):
             for consumer in self.consumers:
                 try:
                     await asyncio.wait_for(consumer.topics(), BROKER_PROBE_TIMEOUT_S)
-                except (KafkaError, asyncio.TimeoutError, OSError):
+                except (TimeoutError, KafkaError, OSError):
                     reachable = False
             if reachable != self.brokers_reachable:
                 log.warning("broker reachability changed", extra=facts(service=self.service, reachable=reachable))
