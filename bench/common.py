@@ -21,7 +21,7 @@ from aiokafka import AIOKafkaConsumer
 from rich.console import Console
 from rich.table import Table
 
-from tests.waiting import wait_until
+from services.core.waiting import wait_until
 
 if TYPE_CHECKING:
     from services.core.runtime import EmbeddedStack

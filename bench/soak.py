@@ -26,6 +26,7 @@ from aiokafka import AIOKafkaProducer
 from bench.common import LiveArrivals, broker_notes, broker_process, consumer_lag, parse_args, process_cpu_s, write_results
 from bench.stream import PARTITIONS, fresh_settings, preload, run_services, wait_outputs
 from demo.generator.population import customer_records, event_records, make_population
+from demo.waiting import wait_profiles_stored
 from services.core.avro import AvroCodec, SchemaStore
 from services.core.clients import idempotence_available
 from services.core.kafka import create_topics
@@ -33,7 +34,6 @@ from services.core.runtime import embedded_stack
 from services.core.supervisor import ServiceRunner
 from services.protocol.catalog import all_topic_names
 from services.protocol.stream_messages import CustomerScores
-from tests.waiting import wait_profiles_stored
 
 RATE_PER_S = float(os.environ.get("SOAK_RATE_PER_S", 2000.0))
 # The services' own default (10 ms) unless SOAK_FETCH_MAX_WAIT_MS says otherwise.

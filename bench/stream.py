@@ -40,6 +40,7 @@ from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
 
 from bench.common import LiveArrivals, broker_notes, broker_process, consumer_lag, parse_args, process_cpu_s, write_results
 from demo.generator.population import customer_records, event_records, make_population
+from demo.waiting import wait_profiles_stored
 from services.core.avro import AvroCodec, SchemaStore
 from services.core.clients import Record, consume, idempotence_available
 from services.core.config import Settings, load_settings
@@ -48,7 +49,6 @@ from services.core.runtime import embedded_stack
 from services.core.supervisor import ServiceRunner
 from services.protocol.catalog import CHANNELS, all_topic_names, offers_topic
 from services.protocol.stream_messages import Offer
-from tests.waiting import wait_profiles_stored
 
 PARTITIONS = 4
 WINDOW_S = 5.0  # the latency run's first and last seconds, reported apart

@@ -18,7 +18,7 @@ from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
 from demo.generator.channels import organic, respond
 from demo.generator.partner_feed import partner_records
 from demo.generator.population import SyntheticCustomer, customer_records, event_records, make_population, malformed_records
-from demo.waiting import wait_for_groups, wait_until
+from demo.waiting import wait_profiles_stored
 from services.core.avro import AvroCodec, SchemaStore
 from services.core.clients import consume, produce
 from services.core.config import Settings, load_settings
@@ -27,6 +27,7 @@ from services.core.kafka import create_topics, now_ms, stage_group_id
 from services.core.runtime import embedded_stack
 from services.core.supervisor import ServiceRunner
 from services.core.topic_names import dlq_name
+from services.core.waiting import wait_committed_to_end, wait_until
 from services.dispatch.admin import uplift_reports
 from services.dispatch.campaigns import load_campaign_file
 from services.dispatch.uplift import Uplift
@@ -165,26 +166,6 @@ async def _train_federated(settings: Settings, population: list, summary: DemoSu
     await _wait_for_partial_scores(settings, result.version.model_name, result.version.parameters["partner_version"])
 
 
-async def _wait_for_profiles(settings: Settings, customer_ids: list[str], timeout_s: float = 60.0) -> None:
-    """Wait until scoring has stored every customer's profile in Redis, so no event is scored without it."""
-    import redis.asyncio as aioredis
-
-    keys = [f"{settings.redis_key_prefix}profile:{customer_id}" for customer_id in customer_ids]
-    stored = 0
-    redis = aioredis.from_url(settings.redis_url.get_secret_value())
-
-    async def every_profile_stored() -> bool:
-        nonlocal stored
-        stored = await redis.exists(*keys)
-        return stored >= len(keys)
-
-    try:
-        await wait_until(every_profile_stored, timeout_s,
-                         lambda: f"scoring to store the profiles in Redis ({stored} of {len(keys)})")
-    finally:
-        await redis.aclose()
-
-
 async def _wait_for_partial_scores(settings: Settings, model_name: str, partner_version: str,
                                    timeout_s: float = 60.0) -> None:
     """Wait until the exchange service has stored a partial score of `partner_version` for every
@@ -229,7 +210,7 @@ async def _drive(settings: Settings, customer_count: int, event_count: int, malf
     # Count the profiles themselves: an end offset would also count transaction markers.
     await consume(settings.kafka_bootstrap_servers, [settings.topic("customer.profiles")],
                   until=lambda got: len(got) >= customer_count, timeout_s=60)
-    await _wait_for_profiles(settings, list(by_id))
+    await wait_profiles_stored(settings, list(by_id))
     await _align(settings, population, summary)
     await _train_federated(settings, population, summary)
 
@@ -257,9 +238,10 @@ async def _drive(settings: Settings, customer_count: int, event_count: int, malf
         await collector
         await producer.flush()
         if summary.complete:  # else something is stuck, and the summary says so
-            await wait_for_groups(settings.kafka_bootstrap_servers, settings.topic("responses"),
-                                  [stage_group_id(settings, "scoring"), stage_group_id(settings, "dispatch")],
-                                  timeout_s=30)
+            responses = [settings.topic("responses")]
+            await wait_committed_to_end(settings.kafka_bootstrap_servers, {
+                stage_group_id(settings, "scoring"): responses, stage_group_id(settings, "dispatch"): responses,
+            }, timeout_s=30)
         with_holdout = [campaign for campaign in load_campaign_file(settings.campaigns_file).campaigns
                         if campaign.holdout_share > 0]
         summary.uplift = await uplift_reports(settings, with_holdout)

@@ -14,14 +14,13 @@ from demo.generator.population import customer_records
 from services.core.avro import AvroCodec
 from services.core.clients import consume, produce
 from services.core.config import Settings
+from services.core.dead_letter import DeadLetter
 from services.core.kafka import create_topics
 from services.core.runtime import start_broker
 from services.core.supervisor import ServiceRunner
-from services.core.dead_letter import DeadLetter
-from services.protocol.stream_messages import ExchangeMessage
-from demo.generator.population import customer_records
 from services.partner.features import FEATURE_NAMES
 from services.protocol.identity import id_hash
+from services.protocol.stream_messages import ExchangeMessage
 from tests.psi_scenario import psi_scenario
 
 

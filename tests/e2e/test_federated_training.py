@@ -17,16 +17,13 @@ from services.core.avro import AvroCodec
 from services.core.clients import consume, produce
 from services.core.config import Settings
 from services.core.kafka import Inbound
-from services.protocol.stream_messages import CustomerEvent, ExchangeMessage
 from services.core.supervisor import ServiceRunner, partner_env
 from services.exchange.training import train_federated_over_exchange
-from services.protocol.training_messages import FEDLR_RESIDUALS, FEDLR_UNMASKED
-from services.protocol.fedlr_messages import EncryptedResiduals, UnmaskedGradient
-from demo.generator.history import campaign_history, profile_of
-from demo.generator.partner_feed import partner_records
-from demo.generator.population import customer_records, make_population
-from services.models.registry import ModelRegistry
 from services.models.federated import federated_model_name
+from services.models.registry import ModelRegistry
+from services.protocol.fedlr_messages import EncryptedResiduals, UnmaskedGradient
+from services.protocol.stream_messages import CustomerEvent, ExchangeMessage
+from services.protocol.training_messages import FEDLR_RESIDUALS, FEDLR_UNMASKED
 from services.scoring.scorer import Scorer
 
 PRODUCT = "travel_insurance"

@@ -7,6 +7,7 @@ from pathlib import Path
 import pytest
 
 from demo.driver import run_demo
+from demo.waiting import wait_profiles_stored
 from services.core.avro import AvroCodec
 from services.core.clients import consume, produce
 from services.core.config import Settings
@@ -16,7 +17,6 @@ from services.protocol.stream_messages import Offer, Suppression
 from services.reporting.tallies import campaign_totals
 from tests.samples import customer_row as _customer
 from tests.samples import transaction_row as _transaction
-from tests.waiting import wait_profiles_stored
 
 
 @pytest.mark.tansu_smoke

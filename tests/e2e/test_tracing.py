@@ -9,13 +9,13 @@ from pathlib import Path
 from opentelemetry.sdk.trace import TracerProvider
 from opentelemetry.trace import SpanKind
 
+from demo.waiting import wait_profiles_stored
 from services.core.clients import consume, produce
 from services.core.config import Settings
 from services.core.telemetry import headers_from_context
 from services.protocol.catalog import CHANNELS, offers_topic
 from tests.samples import customer_row as _customer
 from tests.samples import transaction_row as _transaction
-from tests.waiting import wait_profiles_stored
 
 
 async def test_one_trace_links_every_hop_from_raw_event_to_offer(settings: Settings, services, tmp_path: Path) -> None:

@@ -11,13 +11,13 @@ from dataclasses import dataclass
 from aiokafka import AIOKafkaProducer
 
 from demo.generator.population import SyntheticCustomer, customer_records, make_population
+from demo.waiting import wait_profiles_stored
 from services.core.avro import AvroCodec
 from services.core.clients import Record, consume, idempotence_available, produce
 from services.core.config import Settings
 from services.core.supervisor import ServiceRunner
 from services.protocol.catalog import CHANNELS, offers_topic
 from services.protocol.stream_messages import CustomerScores, Offer, Suppression
-from tests.waiting import wait_profiles_stored
 
 STAGES = ("ingest", "scoring", "dispatch")
 

@@ -8,6 +8,7 @@ from hypothesis import HealthCheck, given
 from hypothesis import settings as hypothesis_settings
 from hypothesis import strategies as st
 
+from demo.waiting import wait_profiles_stored
 from services.core.avro import AvroCodec
 from services.core.clients import consume, produce
 from services.core.config import Settings
@@ -26,7 +27,6 @@ from services.protocol.stream_messages import (
 )
 from tests.faults.malformed import malformed_avro, malformed_cdc, malformed_exchange, malformed_partner_feed
 from tests.samples import customer_row, transaction_row
-from tests.waiting import wait_profiles_stored
 
 READERS = {"responses": ("scoring", "dispatch", "reporting")}  # topics more than one service consumes
 AVRO_INPUTS = {"customer.events": CustomerEvent, "scores": CustomerScores, "responses": OfferResponse,

@@ -11,14 +11,15 @@ import urllib.error
 import urllib.request
 from pathlib import Path
 
+from demo.waiting import wait_profiles_stored
 from services.core.clients import consume, produce
 from services.core.config import Settings
 from services.core.kafka import create_topics
 from services.core.runtime import start_broker
 from services.core.supervisor import ServiceRunner
+from services.core.waiting import wait_until
 from services.protocol.catalog import CHANNELS, all_topic_names, offers_topic
 from tests.samples import customer_row, transaction_row
-from tests.waiting import wait_profiles_stored, wait_until
 
 
 def _ready(port: int) -> bool:

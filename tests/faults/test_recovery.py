@@ -17,8 +17,9 @@ from services.core.clients import produce
 from services.core.config import Settings
 from services.core.embedded.redis import start_redis
 from services.core.supervisor import ServiceRunner, wait_ready
+from services.core.waiting import wait_until
 from tests.faults.accounting import PipelineLedger, expected_event_ids, send_steadily, start_pipeline
-from tests.waiting import events_consumed, log_end, readiness, wait_until
+from tests.waiting import events_consumed, log_end, readiness
 
 EVENTS = 9000
 RATE_PER_S = 100.0

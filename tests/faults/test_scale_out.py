@@ -6,10 +6,11 @@ import time
 from pathlib import Path
 
 from demo.generator.population import customer_records, event_records, make_population
+from demo.waiting import wait_profiles_stored
 from services.core.clients import consume, produce
 from services.core.config import Settings
 from services.core.supervisor import ServiceRunner
-from tests.waiting import events_consumed, wait_profiles_stored
+from tests.waiting import events_consumed
 
 
 async def test_two_scoring_workers_share_the_partitions(settings: Settings, topics: list[str], tmp_path: Path) -> None:

@@ -30,10 +30,10 @@ from services.core.embedded.redis import start_redis
 from services.core.kafka import stage_group_id
 from services.core.runtime import start_broker
 from services.core.supervisor import ServiceRunner, settings_env
+from services.core.waiting import wait_committed_to_end
 from services.protocol.stream_messages import CustomerScores, Offer
 from tests.faults.accounting import STAGES, PipelineLedger, expected_event_ids, start_pipeline
 from tests.faults.mirror import mirror_group_offsets, mirror_topics
-from tests.waiting import wait_committed_to_end
 
 BATCHES = {21: 1000, 22: 500, 23: 1000}  # seed -> events: before the backup, after it, on site B
 # What each stage reads (services/<stage>/topics.py): its group's commits must cover all of it.

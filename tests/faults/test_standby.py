@@ -22,8 +22,8 @@ from demo.generator.population import customer_records
 from services.core.avro import AvroCodec
 from services.core.clients import consume, produce
 from services.core.config import Settings
-from services.protocol.stream_messages import ExchangeMessage
 from services.core.supervisor import ServiceRunner
+from services.protocol.stream_messages import ExchangeMessage
 from tests.psi_scenario import psi_scenario
 from tests.reporting.test_reporting import _expected, _report_becomes, _send
 

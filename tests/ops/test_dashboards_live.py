@@ -18,7 +18,7 @@ import yaml
 from demo.driver import run_demo
 from services.core.embedded.processes import free_port, start_process, wait_for_port
 from services.core.supervisor import ServiceRunner
-from tests.waiting import wait_until
+from services.core.waiting import wait_until
 
 REPO = Path(__file__).resolve().parents[2]
 PROMETHEUS = shutil.which("prometheus") or "/usr/bin/prometheus"
