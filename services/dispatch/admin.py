@@ -5,7 +5,8 @@ so `cipherstream suppress`, `campaigns list` and `uplift` read exactly what disp
 """
 from __future__ import annotations
 
-from collections.abc import Sequence
+import contextlib
+from collections.abc import AsyncIterator, Sequence
 
 import redis.asyncio as aioredis
 
@@ -21,31 +22,31 @@ NO_CAPS = Caps(0, 0, 0, 0)
 EVERY_CAMPAIGN = "*"
 
 
-async def suppress(settings: Settings, customer_id: str, campaign_id: str = EVERY_CAMPAIGN) -> None:
-    """Never contact the customer for the campaign (`*`: for any) from dispatch's next decision on."""
+@contextlib.asynccontextmanager
+async def _contact_policy(settings: Settings) -> AsyncIterator[ContactPolicy]:
     redis = aioredis.from_url(settings.redis_url.get_secret_value())
     try:
-        await ContactPolicy(redis, settings.redis_key_prefix, NO_CAPS).suppress(customer_id, campaign_id)
+        yield ContactPolicy(redis, settings.redis_key_prefix, NO_CAPS)
     finally:
         await redis.aclose()
+
+
+async def suppress(settings: Settings, customer_id: str, campaign_id: str = EVERY_CAMPAIGN) -> None:
+    """Never contact the customer for the campaign (`*`: for any) from dispatch's next decision on."""
+    async with _contact_policy(settings) as policy:
+        await policy.suppress(customer_id, campaign_id)
 
 
 async def unsuppress(settings: Settings, customer_id: str, campaign_id: str = EVERY_CAMPAIGN) -> None:
     """Take the campaign (or `*`) off the customer's suppression list."""
-    redis = aioredis.from_url(settings.redis_url.get_secret_value())
-    try:
-        await ContactPolicy(redis, settings.redis_key_prefix, NO_CAPS).unsuppress(customer_id, campaign_id)
-    finally:
-        await redis.aclose()
+    async with _contact_policy(settings) as policy:
+        await policy.unsuppress(customer_id, campaign_id)
 
 
 async def suppressions_of(settings: Settings, customer_id: str) -> set[str]:
     """The campaign ids (and `*`) the customer is suppressed for."""
-    redis = aioredis.from_url(settings.redis_url.get_secret_value())
-    try:
-        return await ContactPolicy(redis, settings.redis_key_prefix, NO_CAPS).suppressions_of(customer_id)
-    finally:
-        await redis.aclose()
+    async with _contact_policy(settings) as policy:
+        return await policy.suppressions_of(customer_id)
 
 
 def live_campaigns(settings: Settings) -> LiveCampaigns:
