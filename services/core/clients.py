@@ -1,5 +1,8 @@
 """Plain aiokafka clients for tools outside the faust services: the generator, the demo summary,
-tests and benchmarks. They speak the same wire format through the same codec."""
+tests and benchmarks. They speak the same wire format through the same codec.
+
+Not the stage runner: these read a topic to its end once or write a batch and return; no service
+consumes a stream through them."""
 from __future__ import annotations
 
 import asyncio

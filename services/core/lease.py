@@ -12,6 +12,8 @@ Fencing: the active worker's transactional id names the role, not the replica
 (`<group>.active`), so the new active's producer bumps the epoch and the broker refuses every
 later write or commit of the old one, also if it only paused and comes back. A replica whose lease
 is revoked while it still runs exits, and its supervisor starts it again as a standby.
+
+Not on the stage runner: its consumer never reads a record; only its group membership counts.
 """
 from __future__ import annotations
 

@@ -4,6 +4,9 @@ per campaign and day) in a faust table that restores from its changelog after a 
 Off the event-to-offer path: it reads what dispatch and the channels already wrote. The table is
 sharded like its source topics (row keys carry the source partition), so it needs every topic it
 reads to have the same number of partitions, as the catalog creates them.
+
+A faust agent, not the stage runner: its state is a faust table, restored from its changelog and
+kept warm on a standby replica, which only faust's own consumer drives.
 """
 from __future__ import annotations
 
