@@ -50,8 +50,10 @@ _TOPICS = [
     TopicSpec(EXCHANGE_TO_PARTNER, "exchange", messages.ExchangeMessage, "bank -> partner protocol messages"),
     TopicSpec(EXCHANGE_TO_BANK, "exchange", messages.ExchangeMessage, "partner -> bank protocol messages"),
 ]
+# Every topic a service reads (reporting reads the offers and suppressions too).
 _INPUTS_WITH_DLQ = [
     "bank.events.raw", "customer.events", "customer.profiles", "customer.identities", "scores", "responses",
+    *(offers_topic(channel) for channel in CHANNELS), "suppressions",
     "partner.features.raw", EXCHANGE_TO_PARTNER, EXCHANGE_TO_BANK,
 ]
 

@@ -42,3 +42,9 @@ def test_the_exchange_topics_are_the_only_ones_both_parties_touch() -> None:
     for name, services_using in uses().items():
         parties = {"partner" if service == "partner" else "bank" for service, _ in services_using}
         assert len(parties) == 1 or name.startswith("exchange."), f"{name} is used by {parties}"
+
+
+def test_every_topic_a_service_reads_has_its_dead_letter_topic() -> None:
+    for name, services_using in uses().items():
+        if any(use.direction == "reads" for _, use in services_using):
+            assert dlq_name(name) in TOPICS, f"{name} is read but {dlq_name(name)} is not in the catalog"
