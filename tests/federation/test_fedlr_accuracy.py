@@ -41,6 +41,7 @@ def federated_auc(bank: BankParty, partner: PartnerParty, bank_table: GuestTable
     return float(roc_auc_score(labels, predict(bank, partner, test)))
 
 
+@pytest.mark.slow  # every epoch under real 2048-bit Paillier
 def test_breast_federated_auc_with_encryption_matches_central(bank_private_key: PaillierPrivateKey) -> None:
     bank_table, partner_table, train, test = split("breast")
     bank = BankParty(bank_table.join_ids, bank_table.labels, bank_table.features, private_key=bank_private_key,

@@ -11,6 +11,8 @@ import urllib.request
 from collections import Counter
 from typing import Any
 
+import pytest
+
 from services.core.avro import AvroCodec
 from services.core.clients import consume, produce
 from services.core.config import Settings
@@ -90,6 +92,7 @@ async def _send(settings: Settings, codec: AvroCodec, first: int, count: int, co
         await produce(settings.kafka_bootstrap_servers, settings.topic(topic), records)
 
 
+@pytest.mark.slow  # a kill -9 and a restart from the changelog
 async def test_report_counts_each_decision_once_and_survives_kill_from_its_changelog(
     settings: Settings, services: ServiceRunner, codec: AvroCodec,
 ) -> None:
