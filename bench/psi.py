@@ -1,6 +1,6 @@
 """PSI benchmark: both parties in one run, 1,000,000 ids each, half in common (--quick: 50,000).
 
-End to end means every step of services/crypto/psi.py's exchange, timed from raw ids to both
+End to end means every step of services/crypto/psi's exchange, timed from raw ids to both
 parties' alignments: each side blinds its ids, re-blinds the other's, takes the answer to its
 own, and intersects. The two parties run at the same time (one thread each, as they would on
 their own machines) and share one process pool over this machine's cores for the curve work.

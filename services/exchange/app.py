@@ -15,7 +15,7 @@ from services.core import metrics
 from services.core.kafka import HandlerResult, Inbound, Outbound, Stage, avro_decoder, tombstone_decoder
 from services.protocol.stream_messages import CustomerIdentity, ExchangeMessage
 from services.core.service import ServiceContext, bootstrap, main
-from services.crypto.psi_link import AlignmentLink
+from services.crypto.psi.link import AlignmentLink
 from services.core.kafka import attach
 from services.protocol.exchange import FEDLR_PREFIX, PARTIAL_SCORES, SCORE_REQUEST, check_incoming, envelope
 from services.protocol.partial_scores import PartialScores, encode_request

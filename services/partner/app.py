@@ -19,7 +19,7 @@ from services.core.errors import ValidationError
 from services.core.kafka import HandlerResult, Inbound, Outbound, Stage, avro_decoder
 from services.protocol.stream_messages import ExchangeMessage
 from services.core.service import ServiceContext, bootstrap, main
-from services.crypto.psi_link import AlignmentLink
+from services.crypto.psi.link import AlignmentLink
 from services.core.kafka import attach
 from services.protocol.exchange import PARTIAL_SCORES, PSI_SESSION, SCORE_REQUEST, check_incoming, envelope
 from services.protocol.partial_scores import PartialScores, decode_request

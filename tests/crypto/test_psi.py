@@ -10,7 +10,7 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from services.crypto import psi
+from services.crypto.psi import protocol as psi
 from services.crypto.psi import (
     BlindedIds,
     DoublyBlindedIds,

@@ -5,7 +5,7 @@ from __future__ import annotations
 import redis.asyncio as aioredis
 
 from services.core.config import Settings
-from services.crypto.psi_link import AlignmentLink
+from services.crypto.psi.link import AlignmentLink
 
 
 async def _align(bank: AlignmentLink, partner: AlignmentLink, bank_ids: list[str], partner_ids: list[str]) -> dict[str, str]:

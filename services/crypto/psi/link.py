@@ -3,7 +3,7 @@
 The bank opens a session (`open_session`: a psi_session message with the public parameters);
 the partner joins it (`join_session`). Then, on both sides, `blind` sends step 1 for new ids and
 `handle` answers the other side's step 1 or takes the answer to ours (steps 2 and 3), returning
-the ids that have just joined the intersection. What each message reveals: services/crypto/psi.py.
+the ids that have just joined the intersection. What each message reveals: services/crypto/psi/protocol.py.
 
 The PSI state (own raw ids and blinded points) is saved after every change under
 `<prefix>psi:state` in the party's own Redis, so alignment carries on after a restart. One worker
