@@ -12,27 +12,28 @@ import time
 import redis.asyncio as aioredis
 
 from services.core import metrics
-from services.core.kafka import HandlerResult, Inbound, Outbound, Stage, avro_decoder, tombstone_decoder
-from services.protocol.stream_messages import CustomerIdentity, ExchangeMessage
+from services.core.avro import AvroCodec
+from services.core.kafka import HandlerResult, Inbound, Outbound, Stage, attach, avro_decoder, tombstone_decoder
 from services.core.service import ServiceContext, bootstrap, main
 from services.crypto.psi.link import AlignmentLink
-from services.core.kafka import attach
-from services.protocol.exchange import FEDLR_PREFIX, PARTIAL_SCORES, SCORE_REQUEST, check_incoming, envelope
-from services.protocol.partial_scores import PartialScores, encode_request
-from services.protocol.bank_keys import BankKeys, partial_score_value
-from services.protocol.identity import id_hash
 from services.exchange.topics import CUSTOMER_IDENTITIES, EXCHANGE_TO_BANK
+from services.protocol.bank_keys import BankKeys, partial_score_value
+from services.protocol.exchange import check_incoming, envelope, open_payload
+from services.protocol.exchange_messages import PartialScores, ScoreRequest
+from services.protocol.identity import id_hash
+from services.protocol.stream_messages import CustomerIdentity, ExchangeMessage
 
 SERVICE = "exchange"
 MAX_IDS_PER_REQUEST = 100_000
 
 
 class BankExchange:
-    def __init__(self, redis: aioredis.Redis, key_prefix: str) -> None:
+    def __init__(self, redis: aioredis.Redis, key_prefix: str, codec: AvroCodec) -> None:
         self.redis = redis
         self.key_prefix = key_prefix
         self.keys = BankKeys(key_prefix)
-        self.link = AlignmentLink(redis, key_prefix, "bank")
+        self.codec = codec
+        self.link = AlignmentLink(redis, key_prefix, "bank", codec)
         self._loaded = False
 
     async def _session_messages(self) -> list[Outbound]:
@@ -76,12 +77,12 @@ class BankExchange:
         results: list[HandlerResult] = []
         for inbound in batch:
             message = inbound.message
-            check_incoming(message, "bank")
-            if message.kind.startswith(FEDLR_PREFIX):
+            kind = check_incoming(message, "bank")
+            if kind.protocol == "fedlr":
                 results.append([])  # a training run's reply: read by the training job, not by this service
-            elif message.kind == PARTIAL_SCORES:
+            elif kind.message is PartialScores:
                 self.link.check_session(message)
-                await self._store_partial_scores(PartialScores.from_bytes(message.payload))
+                await self._store_partial_scores(open_payload(self.codec, message, PartialScores))
                 results.append([])
             else:
                 started = time.perf_counter()
@@ -103,22 +104,24 @@ class BankExchange:
                 pipeline.set(self.keys.join(customer.decode()), joined[identity_hash])
                 join_ids.append(joined[identity_hash])
         await pipeline.execute()
-        return [envelope(SCORE_REQUEST, "bank", self.link.session_hex, encode_request(join_ids[start:start + MAX_IDS_PER_REQUEST]))
+        return [envelope(self.codec, ScoreRequest.of(join_ids[start:start + MAX_IDS_PER_REQUEST]), "bank",
+                         self.link.session_hex)
                 for start in range(0, len(join_ids), MAX_IDS_PER_REQUEST)]
 
     async def _store_partial_scores(self, answer: PartialScores) -> None:
         pipeline = self.redis.pipeline(transaction=False)
-        for join_id, per_model in answer.scores.items():
+        versions = answer.model_versions
+        for join_id, per_model in answer.per_join_id().items():
             if per_model:
                 pipeline.hset(self.keys.partial(join_id), mapping={
-                    model: partial_score_value(answer.model_versions[model], score) for model, score in per_model.items()})
+                    model: partial_score_value(versions[model], score) for model, score in per_model.items()})
         await pipeline.execute()
 
 
 def build() -> ServiceContext:
     context = bootstrap(SERVICE, needs_redis=True, active_standby=True)
     assert context.redis is not None
-    bank = BankExchange(context.redis, context.settings.redis_key_prefix)
+    bank = BankExchange(context.redis, context.settings.redis_key_prefix, context.codec)
     context.add_stage(Stage(SERVICE, CUSTOMER_IDENTITIES, tombstone_decoder(context.codec, CustomerIdentity),
                             bank.identities, context.publisher,
                             context.dead_letters))

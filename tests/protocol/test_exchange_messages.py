@@ -1,9 +1,11 @@
 """Every exchange message survives the one codec unchanged, matches its .avsc field for field, and
-packs its big values; bad shapes are a ValidationError with the kind's dead-letter reason."""
+packs its big values; bad bytes and bad shapes are a ValidationError with the kind's dead-letter
+reason, and an envelope from the wrong side or of an unknown kind is refused."""
 from __future__ import annotations
 
 import dataclasses
 import json
+import struct
 from typing import Any
 
 import pytest
@@ -13,6 +15,8 @@ from hypothesis import strategies as st
 from services.core.avro import AvroCodec, SchemaStore
 from services.core.config import REPO_ROOT
 from services.core.errors import ValidationError
+from services.protocol.exchange import check_incoming, decode_any, decode_payload, envelope, open_payload
+from services.protocol.stream_messages import ExchangeMessage
 from services.protocol.exchange_messages import (
     EXCHANGE_MESSAGE_TYPES,
     BatchPlan,
@@ -87,8 +91,40 @@ def messages(draw: st.DrawFn) -> ExchangePayload:
 @settings(max_examples=300, deadline=None)
 @given(message=messages())
 def test_every_message_round_trips_through_the_codec(codec: AvroCodec, message: ExchangePayload) -> None:
-    decoded = codec.decode(codec.encode(message), type(message))
-    assert decoded == message or repr(decoded) == repr(message)  # repr: a NaN (no score) is not equal to itself
+    payload = codec.encode(message)
+    for decoded in (codec.decode(payload, type(message)), decode_payload(codec, payload, type(message)),
+                    decode_any(codec, payload)):
+        assert decoded == message or repr(decoded) == repr(message)  # repr: a NaN (no score) is not equal to itself
+
+
+@settings(max_examples=150, deadline=None)
+@given(message=messages(), cut=st.integers(1, 40))
+def test_truncated_or_padded_bytes_are_a_validation_error_with_the_kinds_reason(
+    codec: AvroCodec, message: ExchangePayload, cut: int,
+) -> None:
+    payload = codec.encode(message)
+    with pytest.raises(ValidationError) as raised:
+        decode_payload(codec, payload + b"\x00", type(message))
+    assert raised.value.reason == type(message).MALFORMED
+    if cut < len(payload):
+        with pytest.raises(ValidationError) as raised:
+            decode_payload(codec, payload[:-cut], type(message))
+        assert raised.value.reason == type(message).MALFORMED
+        with pytest.raises(ValidationError):
+            decode_any(codec, payload[:-cut])
+
+
+def test_unknown_schema_and_wrong_message_are_refused(codec: AvroCodec) -> None:
+    with pytest.raises(ValidationError, match="unknown schema id 99999"):
+        decode_any(codec, b"\x00" + (99999).to_bytes(4, "big") + bytes(9))
+    with pytest.raises(ValidationError, match="expected cipherstream.exchange.MaskedGradient") as raised:
+        decode_payload(codec, codec.encode(BatchPlan(0, 0, ("a",))), MaskedGradient)
+    assert raised.value.reason == "bad_fedlr_message"
+    one_score = codec.encode(BatchScores(0, 0, ("a",), (1.0,)))
+    nan_score = one_score.replace(struct.pack("<d", 1.0), struct.pack("<d", float("nan")))
+    assert nan_score != one_score
+    with pytest.raises(ValidationError, match="finite"):
+        decode_payload(codec, nan_score, BatchScores)
 
 
 def _schema_of(message_type: type[Any]) -> dict[str, Any]:
@@ -139,3 +175,50 @@ def test_a_message_of_the_wrong_shape_is_a_validation_error_with_its_reason(buil
     with pytest.raises(ValidationError) as raised:
         build()
     assert raised.value.reason == reason
+
+
+def test_an_envelope_carries_its_message_under_the_kind_of_its_class(codec: AvroCodec) -> None:
+    request = ScoreRequest.of(["ab" * 16])
+    outbound = envelope(codec, request, "bank", "s1", correlation_id="m0")
+    sent = outbound.message
+    assert (outbound.topic, outbound.key, sent.kind, sent.sender, sent.correlation_id) == (
+        "exchange.to_partner", "s1", "score_request", "bank", "m0")
+    assert check_incoming(sent, "partner").message is ScoreRequest
+    assert open_payload(codec, sent, ScoreRequest) == request
+    with pytest.raises(ValueError, match="the partner does not send it"):
+        envelope(codec, request, "partner", "s1")
+
+
+@pytest.mark.parametrize("kind, sender, receiver, reason", [
+    ("nonsense", "partner", "bank", "unknown_kind"),
+    ("fedlr_", "partner", "bank", "unknown_kind"),
+    ("psi_blinded", "bank", "bank", "wrong_sender"),
+    ("fedlr_plan", "partner", "bank", "wrong_sender"),
+    ("score_request", "partner", "bank", "wrong_sender"),
+    ("partial_scores", "bank", "partner", "wrong_sender"),
+])
+def test_an_envelope_of_an_unknown_kind_or_from_the_wrong_side_is_refused(kind: str, sender: str, receiver: str,
+                                                                         reason: str) -> None:
+    with pytest.raises(ValidationError) as raised:
+        check_incoming(ExchangeMessage("m1", kind, sender, "s1", "", b"", 0), receiver)  # type: ignore[arg-type]
+    assert raised.value.reason == reason
+
+
+@pytest.mark.parametrize("kind, message_type, reason", [
+    ("psi_blinded", PsiBlindedIds, "bad_psi_message"),
+    ("psi_session", PsiSession, "bad_psi_message"),
+    ("score_request", ScoreRequest, "bad_score_request"),
+    ("partial_scores", PartialScores, "bad_partial_scores"),
+    ("fedlr_residuals", EncryptedResiduals, "bad_fedlr_message"),
+    ("fedlr_start", TrainingRun, "bad_fedlr_message"),
+])
+def test_a_payload_that_does_not_decode_as_its_kind_is_refused_with_the_kinds_reason(
+    codec: AvroCodec, kind: str, message_type: type[Any], reason: str,
+) -> None:
+    for payload in (b"", b"\x00\x00", codec.encode(TrainingFinish()), b"\x01" + bytes(20)):
+        with pytest.raises(ValidationError) as raised:
+            open_payload(codec, ExchangeMessage("m1", kind, "bank", "s1", "", payload, 0), message_type)
+        assert raised.value.reason == reason
+    with pytest.raises(ValidationError) as raised:
+        open_payload(codec, ExchangeMessage("m1", kind, "bank", "s1", "", b"", 0), BatchPlan)
+    assert raised.value.reason == reason and "carries" in str(raised.value)
