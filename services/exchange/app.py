@@ -13,6 +13,7 @@ import redis.asyncio as aioredis
 
 from services.core import metrics
 from services.core.avro import AvroCodec
+from services.core.errors import MessageError
 from services.core.kafka import HandlerResult, Inbound, Outbound, Stage, attach, avro_decoder, tombstone_decoder
 from services.core.service import ServiceContext, bootstrap, main
 from services.crypto.psi.link import AlignmentLink
@@ -36,12 +37,16 @@ class BankExchange:
         self.link = AlignmentLink(redis, key_prefix, "bank", codec)
         self._loaded = False
 
+    async def _load(self) -> None:
+        """Carry on with the saved session, once, before the first message is handled: a replica that
+        has just taken the lease over must not take the partner's answers for a session it has not read."""
+        if not self._loaded:
+            self._loaded = True
+            await self.link.load()
+
     async def _session_messages(self) -> list[Outbound]:
-        """On first use: carry on with the saved session, or open one (the partner joins it)."""
-        if self._loaded:
-            return []
-        self._loaded = True
-        await self.link.load()
+        """Carry on with the saved session, or open one (the partner joins it)."""
+        await self._load()
         if self.link.party is not None:
             return []
         return [await self.link.open_session()]
@@ -74,22 +79,28 @@ class BankExchange:
         await self.redis.delete(*keys)
 
     async def exchange(self, batch: list[Inbound[ExchangeMessage]]) -> list[HandlerResult]:
+        """The partner's messages; one that is refused goes to the DLQ with its reason, the rest go on."""
+        await self._load()
         results: list[HandlerResult] = []
         for inbound in batch:
-            message = inbound.message
-            kind = check_incoming(message, "bank")
-            if kind.protocol == "fedlr":
-                results.append([])  # a training run's reply: read by the training job, not by this service
-            elif kind.message is PartialScores:
-                self.link.check_session(message)
-                await self._store_partial_scores(open_payload(self.codec, message, PartialScores))
-                results.append([])
-            else:
-                started = time.perf_counter()
-                replies, joined = await self.link.handle(message)
-                metrics.PARTNER_EXCHANGE_SECONDS.labels(message.kind).observe(time.perf_counter() - started)
-                results.append(replies + await self._link_and_request(joined))
-        return attach(results, await self._session_messages())
+            try:
+                results.append(await self._from_partner(inbound.message))
+            except MessageError as error:
+                results.append(error)
+        return results
+
+    async def _from_partner(self, message: ExchangeMessage) -> list[Outbound]:
+        kind = check_incoming(message, "bank")
+        if kind.protocol == "fedlr":
+            return []  # a training run's reply: read by the training job, not by this service
+        if kind.message is PartialScores:
+            self.link.check_session(message)
+            await self._store_partial_scores(open_payload(self.codec, message, PartialScores))
+            return []
+        started = time.perf_counter()
+        replies, joined = await self.link.handle(message)
+        metrics.PARTNER_EXCHANGE_SECONDS.labels(message.kind).observe(time.perf_counter() - started)
+        return replies + await self._link_and_request(joined)
 
     async def _link_and_request(self, joined: dict[str, str]) -> list[Outbound]:
         """Record new matches (identity hash -> join id) and ask for their partial scores."""

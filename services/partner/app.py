@@ -16,7 +16,7 @@ import numpy as np
 
 from services.core import metrics
 from services.core.avro import AvroCodec
-from services.core.errors import ValidationError
+from services.core.errors import MessageError, ValidationError
 from services.core.kafka import HandlerResult, Inbound, Outbound, Stage, attach, avro_decoder
 from services.core.service import ServiceContext, bootstrap, main
 from services.crypto.psi.link import AlignmentLink
@@ -92,26 +92,31 @@ class PartnerService:
         return attach(results, extra)
 
     async def exchange(self, batch: list[Inbound[ExchangeMessage]]) -> list[HandlerResult]:
+        """The bank's messages; one that is refused goes to the DLQ with its reason, the rest go on."""
         await self._ensure_loaded()
         results: list[HandlerResult] = []
         for inbound in batch:
-            message = inbound.message
-            kind = check_incoming(message, "partner")
-            if kind.message is PsiSession:
-                results.append(await self._join_session(message))
-            elif kind.message is ScoreRequest:
-                self.link.check_session(message)
-                request = open_payload(self.codec, message, ScoreRequest)
-                results.append(await self.partial_score_messages(list(request.join_ids), message.message_id))
-            elif kind.protocol == "fedlr":
-                results.append(await self._training_step(message, kind))
-            else:
-                started = time.perf_counter()
-                replies, joined = await self.link.handle(message)
-                metrics.PARTNER_EXCHANGE_SECONDS.labels(message.kind).observe(time.perf_counter() - started)
-                links = await self.store.link_join_ids(joined)
-                results.append(replies + await self.partial_score_messages(list(links)))
+            try:
+                results.append(await self._from_bank(inbound.message))
+            except MessageError as error:
+                results.append(error)
         return results
+
+    async def _from_bank(self, message: ExchangeMessage) -> list[Outbound]:
+        kind = check_incoming(message, "partner")
+        if kind.message is PsiSession:
+            return await self._join_session(message)
+        if kind.message is ScoreRequest:
+            self.link.check_session(message)
+            request = open_payload(self.codec, message, ScoreRequest)
+            return await self.partial_score_messages(list(request.join_ids), message.message_id)
+        if kind.protocol == "fedlr":
+            return await self._training_step(message, kind)
+        started = time.perf_counter()
+        replies, joined = await self.link.handle(message)
+        metrics.PARTNER_EXCHANGE_SECONDS.labels(message.kind).observe(time.perf_counter() - started)
+        links = await self.store.link_join_ids(joined)
+        return replies + await self.partial_score_messages(list(links))
 
     async def _training_step(self, message: ExchangeMessage, kind: Kind) -> list[Outbound]:
         """One step of a federated training run the bank drives (services/models/fedlr.py)."""
