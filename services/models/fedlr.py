@@ -5,20 +5,17 @@ private key. The partner (host) holds its features x_p and its weights w_p. Rows
 ids both sides got from PSI. The model is p = sigmoid(w_b . x_b + bias + w_p . x_p), fitted by
 gradient descent on mean log loss (+ l2/2 |w|^2 on the weights, not the bias).
 
-Per step (a batch of rows the bank picked):
-
-| # | message | from -> to | carries | what the receiver learns |
-| --- | --- | --- | --- | --- |
-| 0 | `TrainingStart` | bank -> partner | public key n, learning rate, l2, whether encrypted | nothing private |
-| 0 | `BatchPlan` | bank -> partner | the batch's join ids in order | which shared rows are in the batch (it knows the intersection already) |
-| 1 | `PartialScores` | partner -> bank | w_p . x_p per row | the partner's share of each row's log-odds (as at scoring time); never a feature or a weight |
-| 2 | `EncryptedResiduals` | bank -> partner | [[sigmoid(z_i) - y_i]] under the bank's key | nothing (Paillier is IND-CPA): not the labels, not the bank's scores |
-| 3 | `MaskedGradient` | partner -> bank | [[sum_i r_i q_ij + m_j]], m_j uniform mod n, re-encrypted | nothing: each value is uniformly random mod n to the bank |
-| 4 | `UnmaskedGradient` | bank -> partner | the decryption, plus optional Gaussian noise | its own gradient (1/B) sum_i r_i x_ij: an aggregate over >= min_batch_size rows (the known leak, below) |
+Per step (a batch of rows the bank picked): 0, the bank sends `TrainingStart` once (over the
+topics inside `TrainingRun`) and a `BatchPlan` per batch; 1, the partner answers `BatchScores`,
+w_p . x_p per row; 2, the bank sends `EncryptedResiduals`, [[sigmoid(z_i) - y_i]]; 3, the
+partner answers `MaskedGradient`, [[sum_i r_i q_ij + m_j]] with m_j uniform mod n; 4, the bank
+sends `UnmaskedGradient`, the decryption plus optional noise. What each message carries and what
+its receiver learns: the `fedlr` rows of the table of message kinds, services/protocol/kinds.py
+(rendered in README.md).
 
 The partner then removes its masks and updates w_p; the bank updates w_b and the bias from the
 same residuals in clear, in its own house. At prediction the partner sends w_p . x_p per join id
-(`PartialScores`) and the bank adds its share and applies the sigmoid.
+(`BatchScores`) and the bank adds its share and applies the sigmoid.
 
 Neither side ever holds the other's rows: labels and bank features stay with the bank (only
 ciphertexts of residuals leave it), partner features and weights stay with the partner (only

@@ -153,20 +153,24 @@ def render_table(protocol: Protocol) -> str:
     return "\n".join(lines)
 
 
-_GENERATED = re.compile(r"(<!-- kinds:(\w+) -->\n)(.*?)(\n<!-- /kinds -->)", re.DOTALL)
+GENERATED_BLOCK = re.compile(r"^(<!-- kinds:(\w+) -->\n)(.*?)^(<!-- /kinds -->)$", re.DOTALL | re.MULTILINE)
 
 
 def render_tables_in(markdown: str) -> str:
     """`markdown` with every block between `<!-- kinds:<protocol> -->` and `<!-- /kinds -->`
     replaced by that protocol's table: the committed doc must equal its render.
 
-    >>> render_tables_in("a\\n<!-- kinds:psi -->\\nold\\n<!-- /kinds -->\\nb").splitlines()[2]
-    '| kind | message | from -> to | carries | what the receiver learns |'
+    >>> rendered = render_tables_in("a\\n<!-- kinds:psi -->\\nold\\n<!-- /kinds -->\\nb")
+    >>> lines = rendered.splitlines()
+    >>> lines[2], lines[-2:], len(lines)
+    ('| kind | message | from -> to | carries | what the receiver learns |', ['<!-- /kinds -->', 'b'], 9)
+    >>> render_tables_in(rendered) == rendered == render_tables_in("a\\n<!-- kinds:psi -->\\n<!-- /kinds -->\\nb")
+    True
     """
     def render(match: re.Match[str]) -> str:
         protocol = match.group(2)
         if protocol not in PROTOCOLS:
             raise ValueError(f"no protocol {protocol!r} in the kinds table")
-        return match.group(1) + render_table(typing.cast(Protocol, protocol)) + match.group(4)
+        return match.group(1) + render_table(typing.cast(Protocol, protocol)) + "\n" + match.group(4)
 
-    return _GENERATED.sub(render, markdown)
+    return GENERATED_BLOCK.sub(render, markdown)

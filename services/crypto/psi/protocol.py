@@ -7,17 +7,17 @@ salt, expiry). H maps an id to a ristretto255 point (hash-to-group, below). Blin
 is scalar multiplication, and it commutes: k_B·(k_A·H(x)) = k_A·(k_B·H(x)), so a doubly
 blinded point is the same whichever side blinded first.
 
-Who sends what, and what each side learns (semi-honest parties; the topics are readable by
-the two endpoints only). Shown for the bank's ids; the partner's ids go the other way in the
-same steps at the same time:
-
-| step | from -> to | message | what the receiver learns |
-| --- | --- | --- | --- |
-| 0 | initiator -> responder | `PsiSessionParams`: session id, salt, expiry | nothing private |
-| 1 | bank -> partner | `BlindedIds`: k_A·H(a) for each bank id a, in a uniformly random order | the number of bank ids, #A; nothing about any a (DDH: k_A·H(a) looks random without k_A) |
-| 2 | partner -> bank | `DoublyBlindedIds`: k_B·k_A·H(a), in the order received | nothing by itself: random-looking points, which the bank maps back to its own ids by position |
-| 3 | bank, locally | intersects its own ids' doubly blinded points (step 2) with those it computed for the partner's ids (its own step 2) | #(A ∩ B); which of its own ids are in A ∩ B, and their join ids; for each match, the position of that id in the partner's shuffled step-1 message (a random position, so nothing more) |
-| 3 | partner, locally | the same on its side | #(A ∩ B); which of its own ids are in A ∩ B, and their join ids; the matching positions of the bank's shuffled message (nothing more) |
+Who sends what, and what the receiver of each message learns: the `psi` rows of the table of
+message kinds, services/protocol/kinds.py (rendered in README.md; semi-honest parties, the
+exchange topics readable by the two endpoints only); `wire` turns these values into those
+messages. For the bank's ids (the partner's go the other way in the same steps at the same
+time): 0, the bank sends `PsiSessionParams`; 1, `blind` sends `BlindedIds`, k_A·H(a) for each
+bank id a in a uniformly random order; 2, the partner's `reblind` answers `DoublyBlindedIds`,
+k_B·k_A·H(a) in the order received; 3, locally, each side intersects its own ids' doubly blinded
+points (the answers to its step 1) with those it computed for the other side's ids (its own
+step 2) and learns #(A ∩ B), which of its own ids are in A ∩ B and their join ids, and for each
+match the position of that id in the other side's shuffled step-1 message (a random position,
+so nothing more).
 
 Neither side learns any id outside the intersection: a point k_B·k_A·H(b) for b not in A is
 random-looking to the bank (it would need k_B to test a guess b). The join id is a keyed
@@ -42,7 +42,7 @@ per-session salt makes points of one session useless in another (no precomputed 
 Incremental alignment: `PsiParty` keeps its own ids' doubly blinded points and the doubly
 blinded points it computed for the other side, so new ids on either side go through steps 1
 and 2 alone (blinded with the same keys) and are matched against what is stored. The whole
-state survives a restart through `PsiParty.snapshot()` and `state.state_to_bytes` (the party's own Redis).
+state survives a restart through `PsiParty.snapshot()`, stored in the party's own Redis by `state`.
 
 Key rotation: a session ends at `expires_at_s`; every method refuses to work after it
 (`PsiSessionExpiredError`). Rotating means a new session (new salt, new scalars) and a full
