@@ -41,7 +41,7 @@ k8s: $(STAMP)
 	$(PY) -m tests.deploy.render
 
 typecheck: $(STAMP)
-	$(PY) -m mypy --strict services/crypto services/models
+	$(PY) -m mypy  # strict on services/protocol, services/crypto, services/models (pyproject.toml)
 
 clean:
 	rm -rf $(VENV) .venv-tools .cipherstream build *.egg-info

@@ -43,7 +43,8 @@ class BankHalf:
         return np.column_stack([self.weights * (features - self.mean) / self.scale, partial_scores])
 
     def propensities(self, contributions: np.ndarray) -> np.ndarray:
-        return 1.0 / (1.0 + np.exp(-(self.intercept + contributions.sum(axis=1))))
+        log_odds = self.intercept + np.asarray(contributions.sum(axis=1), dtype=np.float64)
+        return 1.0 / (1.0 + np.exp(-log_odds))
 
     def to_bytes(self) -> bytes:
         return json.dumps({"product": self.product, "weights": self.weights.tolist(), "mean": self.mean.tolist(),
@@ -55,8 +56,8 @@ class BankHalf:
         values = json.loads(raw)
         if values["features"] != list(FEATURE_NAMES):
             raise ValueError("federated checkpoint was trained on other bank features")
-        return cls(values["product"], *(np.asarray(values[key], dtype=np.float64) for key in ("weights", "mean", "scale")),
-                   float(values["intercept"]), values["partner_version"])
+        weights, mean, scale = (np.asarray(values[key], dtype=np.float64) for key in ("weights", "mean", "scale"))
+        return cls(values["product"], weights, mean, scale, float(values["intercept"]), str(values["partner_version"]))
 
 
 @dataclass(frozen=True)

@@ -246,7 +246,7 @@ class BankParty:
     def _batch_residuals(self, features: np.ndarray, labels: np.ndarray, partner_share: np.ndarray) -> np.ndarray:
         probabilities = sigmoid(features @ self.weights + self.bias + partner_share)
         self._track_loss(probabilities, labels)
-        residuals = probabilities - labels
+        residuals: np.ndarray = probabilities - labels
         self.weights -= self.learning_rate * (features.T @ residuals / labels.size + self.l2 * self.weights)
         self.bias -= self.learning_rate * float(residuals.mean())
         return residuals

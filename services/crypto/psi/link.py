@@ -20,7 +20,7 @@ from typing import TypeVar
 import redis.asyncio as aioredis
 
 from services.core.avro import AvroCodec
-from services.core.errors import ValidationError
+from services.core.errors import ConfigError, ValidationError
 from services.core.kafka import Outbound
 from services.crypto.psi import wire
 from services.crypto.psi.protocol import PsiError, PsiParty, PsiPartyKey, PsiRole, PsiSessionParams
@@ -64,10 +64,13 @@ class AlignmentLink:
 
     async def load(self) -> None:
         """Carry on from the saved state, if any."""
-        saved: bytes | None = await self.redis.get(self.state_key)
-        if saved is not None:
-            self.party = PsiParty.restore(state_from_bytes(self.codec, saved), processes=PSI_PROCESSES)
-            self._joined_mark = self.party.joined_count()
+        saved = await self.redis.get(self.state_key)
+        if saved is None:
+            return
+        if not isinstance(saved, bytes):
+            raise ConfigError("the PSI state is bytes: its Redis client must not decode responses")
+        self.party = PsiParty.restore(state_from_bytes(self.codec, saved), processes=PSI_PROCESSES)
+        self._joined_mark = self.party.joined_count()
 
     async def save(self) -> None:
         if self.party is not None:
