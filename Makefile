@@ -28,7 +28,7 @@ $(STAMP): pyproject.toml services/core/embedded/kafka-broker.pom.xml
 demo: $(STAMP)
 	$(PY) -m services.cli demo
 
-test: $(STAMP)
+test: lint
 	$(PY) -m services.core.embedded.kafka
 	$(PY) -m pytest -q
 	@# The Tansu fallback (no Java): a smoke suite of the pipeline on it.
@@ -53,7 +53,7 @@ k8s: $(STAMP)
 	$(PY) -m tests.deploy.render
 
 typecheck: $(STAMP)
-	$(PY) -m mypy --strict services/crypto services/models services/protocol
+	$(PY) -m mypy  # strict on services/protocol, services/crypto, services/models (pyproject.toml)
 
 clean:
 	rm -rf $(VENV) .venv-tools .cipherstream build *.egg-info

@@ -3,8 +3,8 @@
 - breast and default_credit: the fixed stratified split of the tests (25% test), federated with
   real Paillier (2048-bit) end to end, against scikit-learn's LogisticRegression on the joined data.
 - epoch_s_100k_30x300: 100,000 synthetic rows, 30 bank and 300 partner features, one encrypted
-  epoch of mini-batches of 25,000 rows, partner features quantised to 12 bits (8 bits in the notes), both parties on this machine (each with a pool of 2 processes; they take
-  turns, as the protocol does). FATE 2.0 takes 139 s for it on 2 x 16 cores.
+  epoch of mini-batches of 25,000 rows, partner features quantised to 12 bits (8 bits in the notes),
+  both parties on this machine (each with a pool of 2 processes; they take turns, as the protocol does). FATE 2.0 takes 139 s for it on 2 x 16 cores.
 
 Every epoch time includes everything the protocol does: residual encryption with obfuscators
 made on the spot (DJN, data-independent: a deployment makes them ahead of need, so the notes
@@ -22,9 +22,14 @@ from sklearn.linear_model import LogisticRegression
 from sklearn.metrics import roc_auc_score
 
 from bench.common import parse_args, write_results
+from services.core.avro import AvroCodec, SchemaStore
+from services.core.config import REPO_ROOT
 from services.crypto.paillier import generate_keypair
 from services.models.datasets import load_vertical, stratified_split
 from services.models.fedlr import BankParty, PartnerParty, TrainingReport, predict, train_federated
+
+CODEC = AvroCodec(SchemaStore(REPO_ROOT / "schemas"))
+"""Every message crosses through the one codec, as over the exchange topics."""
 
 # name -> (mode, epochs, batch size, learning rate): the settings the accuracy tests use.
 REAL_DATA_SETTINGS = {
@@ -49,7 +54,7 @@ def real_data(name: str, private_key: Any, quick: bool) -> tuple[dict[str, float
                      learning_rate=learning_rate, shuffle_seed=1, workers=2)
     partner = PartnerParty(partner_table.join_ids, partner_table.features, workers=2)
     try:
-        report = train_federated(bank, partner, mode, epochs, batch_size, join_ids=train)  # type: ignore[arg-type]
+        report = train_federated(bank, partner, mode, epochs, batch_size, codec=CODEC, join_ids=train)  # type: ignore[arg-type]
         auc_federated = roc_auc_score(bank_table.labels[test_rows], predict(bank, partner, test))
     finally:
         bank.close()
@@ -71,8 +76,8 @@ def synthetic_epoch(rows: int, bank_features: int, partner_features: int, batch_
     partner = PartnerParty(ids, x_partner, feature_bits=feature_bits, workers=2)
     try:
         # One warm-up step on a small slice starts the worker processes and builds their comb tables.
-        train_federated(bank, partner, "batch", 1, 0, join_ids=ids[:bank.min_batch_size * 2])
-        return train_federated(bank, partner, "minibatch", 1, batch_size)
+        train_federated(bank, partner, "batch", 1, 0, codec=CODEC, join_ids=ids[:bank.min_batch_size * 2])
+        return train_federated(bank, partner, "minibatch", 1, batch_size, codec=CODEC)
     finally:
         bank.close()
         partner.close()
@@ -88,7 +93,7 @@ def main() -> None:
         started = time.perf_counter()
         aucs, report = real_data(name, private_key, args.quick)
         metrics.update(aucs)
-        mode, epochs, batch_size, learning_rate = REAL_DATA_SETTINGS[name]
+        mode, _epochs, batch_size, learning_rate = REAL_DATA_SETTINGS[name]
         notes[name] = {"mode": mode, "epochs": len(report.epoch_seconds), "batch_size": batch_size,
                        "learning_rate": learning_rate, "feature_bits": 12, "seconds": round(time.perf_counter() - started, 1),
                        "mb_to_partner": round(report.bytes_to_partner / 1e6, 1),

@@ -1,11 +1,11 @@
 """PSI benchmark: both parties in one run, 1,000,000 ids each, half in common (--quick: 50,000).
 
-End to end means every step of services/crypto/psi.py's exchange, timed from raw ids to both
+End to end means every step of services/crypto/psi's exchange, timed from raw ids to both
 parties' alignments: each side blinds its ids, re-blinds the other's, takes the answer to its
 own, and intersects. The two parties run at the same time (one thread each, as they would on
 their own machines) and share one process pool over this machine's cores for the curve work.
-Message serialisation (to_bytes/from_bytes, as a Kafka hop would do) is included; the network
-is not.
+Message serialisation (the Avro codec's encode and decode of each message, as a Kafka hop would
+do) is included; the network is not.
 
 The work is fixed: per id pair two hashes to the group and four scalar multiplications
 (libsodium's ristretto255). `cpu_s` in the notes is the CPU time all processes spent, so a run
@@ -24,15 +24,9 @@ import time
 from typing import Any
 
 from bench.common import parse_args, write_results
-from services.crypto.psi import (
-    BlindedIds,
-    DoublyBlindedIds,
-    PsiAlignment,
-    PsiParty,
-    PsiPartyKey,
-    PsiRole,
-    PsiSessionParams,
-)
+from services.core.avro import AvroCodec, SchemaStore
+from services.core.config import REPO_ROOT
+from services.crypto.psi import PsiAlignment, PsiParty, PsiPartyKey, PsiRole, PsiSessionParams, wire
 
 FULL_IDS_PER_SIDE = 1_000_000
 QUICK_IDS_PER_SIDE = 50_000
@@ -57,6 +51,7 @@ def run(ids_per_side: int, pool: concurrent.futures.Executor) -> tuple[PsiAlignm
     common = ids_per_side // 2
     bank_ids = [f"cust-{number:010d}" for number in range(ids_per_side)]
     partner_ids = [f"cust-{number:010d}" for number in range(ids_per_side - common, 2 * ids_per_side - common)]
+    codec = AvroCodec(SchemaStore(REPO_ROOT / "schemas"))
     params = PsiSessionParams.new()
     bank = PsiParty(PsiPartyKey.generate(PsiRole.BANK, params), executor=pool)
     partner = PsiParty(PsiPartyKey.generate(PsiRole.PARTNER, params), executor=pool)
@@ -65,20 +60,24 @@ def run(ids_per_side: int, pool: concurrent.futures.Executor) -> tuple[PsiAlignm
 
     start_s = mark_s = time.perf_counter()
     bank_blinded, partner_blinded = both(
-        threads, lambda ids: bank.blind(ids).to_bytes(), lambda ids: partner.blind(ids).to_bytes(), bank_ids, partner_ids
+        threads,
+        lambda ids: wire.encode(codec, bank.blind(ids)),
+        lambda ids: wire.encode(codec, partner.blind(ids)),
+        bank_ids,
+        partner_ids,
     )
     step_s["blind_s"], mark_s = round(time.perf_counter() - mark_s, 2), time.perf_counter()
     answer_to_partner, answer_to_bank = both(
         threads,
-        lambda encoded: bank.reblind(BlindedIds.from_bytes(encoded)).to_bytes(),
-        lambda encoded: partner.reblind(BlindedIds.from_bytes(encoded)).to_bytes(),
+        lambda encoded: wire.encode(codec, bank.reblind(wire.decode_blinded(codec, encoded))),
+        lambda encoded: wire.encode(codec, partner.reblind(wire.decode_blinded(codec, encoded))),
         partner_blinded,
         bank_blinded,
     )
     step_s["reblind_s"], mark_s = round(time.perf_counter() - mark_s, 2), time.perf_counter()
 
     def receive_and_intersect(party: PsiParty, encoded: bytes) -> PsiAlignment:
-        party.receive(DoublyBlindedIds.from_bytes(encoded))
+        party.receive(wire.decode_answer(codec, encoded))
         return party.intersect()
 
     bank_alignment, partner_alignment = both(

@@ -53,6 +53,12 @@ def compatibility_problems(new_schema: dict[str, Any], old_schema: dict[str, Any
     return []
 
 
+def schema_files(schema_dir: Path) -> list[Path]:
+    """Every current .avsc under `schema_dir` (subfolders too, such as exchange/), not the released copies."""
+    return sorted(path for path in schema_dir.rglob("*.avsc")
+                  if path.relative_to(schema_dir).parts[0] != HISTORY_DIR_NAME)
+
+
 def load_manifest(schema_dir: Path) -> dict[str, Any]:
     path = schema_dir / MANIFEST_NAME
     manifest: dict[str, Any] = json.loads(path.read_text()) if path.exists() else {"schemas": {}}
@@ -79,7 +85,7 @@ def release_changed_schemas(schema_dir: Path) -> dict[str, int]:
     )
     pending: list[tuple[str, Path, dict[str, Any], int]] = []
     problems: list[str] = []
-    for path in sorted(schema_dir.glob("*.avsc")):
+    for path in schema_files(schema_dir):
         schema = json.loads(path.read_text())
         name = full_name(schema)
         entry = manifest["schemas"].get(name)
@@ -95,8 +101,9 @@ def release_changed_schemas(schema_dir: Path) -> dict[str, int]:
         history = schema_dir / HISTORY_DIR_NAME / name
         history.mkdir(parents=True, exist_ok=True)
         (history / f"v{version}.avsc").write_text(json.dumps(schema, indent=2) + "\n")
-        entry = manifest["schemas"].setdefault(name, {"file": path.name, "versions": []})
-        entry["file"] = path.name
+        file = path.relative_to(schema_dir).as_posix()
+        entry = manifest["schemas"].setdefault(name, {"file": file, "versions": []})
+        entry["file"] = file
         entry["versions"].append({"version": version, "id": next_id, "fingerprint": schema_fingerprint(schema)})
         next_id += 1
         released[name] = version

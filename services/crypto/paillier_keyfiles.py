@@ -17,8 +17,8 @@ import json
 import os
 import re
 import secrets
-from pathlib import Path
 from collections.abc import Callable
+from pathlib import Path
 from typing import Any, TypeVar
 
 import gmpy2
@@ -142,7 +142,7 @@ class KeyRing:
     def rotate(self, bits: int = DEFAULT_KEY_BITS) -> str:
         """Make a new key, make it current, keep the old ones; returns the new key's id."""
         _, private = generate_keypair(bits)
-        key_id = f"{dt.datetime.now(dt.timezone.utc):%Y%m%dT%H%M%S%f}-{secrets.token_hex(4)}"
+        key_id = f"{dt.datetime.now(dt.UTC):%Y%m%dT%H%M%S%f}-{secrets.token_hex(4)}"
         save_private_key(self.directory / f"{key_id}.key", private)
         save_public_key(self.directory / f"{key_id}.pub", private.public_key)
         _write_text_atomically(self.directory / "current", key_id)

@@ -15,9 +15,9 @@ import redis.asyncio as aioredis
 
 from services.core.config import Settings
 from services.exchange.training import LabelledRow, TrainingResult, train_federated_over_exchange
+from services.models.bank_features import FEATURE_NAMES
 from services.models.fedlr import Mode
 from services.models.registry import ModelRegistry
-from services.models.bank_features import FEATURE_NAMES
 
 
 def parse_history(lines: Iterable[str]) -> list[LabelledRow]:

@@ -12,35 +12,41 @@ import time
 import redis.asyncio as aioredis
 
 from services.core import metrics
-from services.core.kafka import HandlerResult, Inbound, Outbound, Stage, avro_decoder, tombstone_decoder
-from services.protocol.stream_messages import CustomerIdentity, ExchangeMessage
+from services.core.avro import AvroCodec
+from services.core.errors import MessageError
+from services.core.kafka import HandlerResult, Inbound, Outbound, Stage, attach, avro_decoder, tombstone_decoder
 from services.core.service import ServiceContext, bootstrap, main
-from services.crypto.psi_link import AlignmentLink
-from services.core.kafka import attach
-from services.protocol.exchange import FEDLR_PREFIX, PARTIAL_SCORES, SCORE_REQUEST, check_incoming, envelope
-from services.protocol.partial_scores import PartialScores, encode_request
-from services.protocol.bank_keys import BankKeys, partial_score_value
-from services.protocol.identity import id_hash
+from services.crypto.psi.link import AlignmentLink
 from services.exchange.topics import CUSTOMER_IDENTITIES, EXCHANGE_TO_BANK
+from services.protocol.bank_keys import BankKeys, partial_score_value
+from services.protocol.exchange import check_incoming, envelope, open_payload
+from services.protocol.exchange_messages import PartialScores, ScoreRequest
+from services.protocol.identity import id_hash
+from services.protocol.stream_messages import CustomerIdentity, ExchangeMessage
 
 SERVICE = "exchange"
 MAX_IDS_PER_REQUEST = 100_000
 
 
 class BankExchange:
-    def __init__(self, redis: aioredis.Redis, key_prefix: str) -> None:
+    def __init__(self, redis: aioredis.Redis, key_prefix: str, codec: AvroCodec) -> None:
         self.redis = redis
         self.key_prefix = key_prefix
         self.keys = BankKeys(key_prefix)
-        self.link = AlignmentLink(redis, key_prefix, "bank")
+        self.codec = codec
+        self.link = AlignmentLink(redis, key_prefix, "bank", codec)
         self._loaded = False
 
+    async def _load(self) -> None:
+        """Carry on with the saved session, once, before the first message is handled: a replica that
+        has just taken the lease over must not take the partner's answers for a session it has not read."""
+        if not self._loaded:
+            self._loaded = True
+            await self.link.load()
+
     async def _session_messages(self) -> list[Outbound]:
-        """On first use: carry on with the saved session, or open one (the partner joins it)."""
-        if self._loaded:
-            return []
-        self._loaded = True
-        await self.link.load()
+        """Carry on with the saved session, or open one (the partner joins it)."""
+        await self._load()
         if self.link.party is not None:
             return []
         return [await self.link.open_session()]
@@ -73,22 +79,28 @@ class BankExchange:
         await self.redis.delete(*keys)
 
     async def exchange(self, batch: list[Inbound[ExchangeMessage]]) -> list[HandlerResult]:
+        """The partner's messages; one that is refused goes to the DLQ with its reason, the rest go on."""
+        await self._load()
         results: list[HandlerResult] = []
         for inbound in batch:
-            message = inbound.message
-            check_incoming(message, "bank")
-            if message.kind.startswith(FEDLR_PREFIX):
-                results.append([])  # a training run's reply: read by the training job, not by this service
-            elif message.kind == PARTIAL_SCORES:
-                self.link.check_session(message)
-                await self._store_partial_scores(PartialScores.from_bytes(message.payload))
-                results.append([])
-            else:
-                started = time.perf_counter()
-                replies, joined = await self.link.handle(message)
-                metrics.PARTNER_EXCHANGE_SECONDS.labels(message.kind).observe(time.perf_counter() - started)
-                results.append(replies + await self._link_and_request(joined))
-        return attach(results, await self._session_messages())
+            try:
+                results.append(await self._from_partner(inbound.message))
+            except MessageError as error:
+                results.append(error)
+        return results
+
+    async def _from_partner(self, message: ExchangeMessage) -> list[Outbound]:
+        kind = check_incoming(message, "bank")
+        if kind.protocol == "fedlr":
+            return []  # a training run's reply: read by the training job, not by this service
+        if kind.message is PartialScores:
+            self.link.check_session(message)
+            await self._store_partial_scores(open_payload(self.codec, message, PartialScores))
+            return []
+        started = time.perf_counter()
+        replies, joined = await self.link.handle(message)
+        metrics.PARTNER_EXCHANGE_SECONDS.labels(message.kind).observe(time.perf_counter() - started)
+        return replies + await self._link_and_request(joined)
 
     async def _link_and_request(self, joined: dict[str, str]) -> list[Outbound]:
         """Record new matches (identity hash -> join id) and ask for their partial scores."""
@@ -103,22 +115,24 @@ class BankExchange:
                 pipeline.set(self.keys.join(customer.decode()), joined[identity_hash])
                 join_ids.append(joined[identity_hash])
         await pipeline.execute()
-        return [envelope(SCORE_REQUEST, "bank", self.link.session_hex, encode_request(join_ids[start:start + MAX_IDS_PER_REQUEST]))
+        return [envelope(self.codec, ScoreRequest.of(join_ids[start:start + MAX_IDS_PER_REQUEST]), "bank",
+                         self.link.session_hex)
                 for start in range(0, len(join_ids), MAX_IDS_PER_REQUEST)]
 
     async def _store_partial_scores(self, answer: PartialScores) -> None:
         pipeline = self.redis.pipeline(transaction=False)
-        for join_id, per_model in answer.scores.items():
+        versions = answer.model_versions
+        for join_id, per_model in answer.per_join_id().items():
             if per_model:
                 pipeline.hset(self.keys.partial(join_id), mapping={
-                    model: partial_score_value(answer.model_versions[model], score) for model, score in per_model.items()})
+                    model: partial_score_value(versions[model], score) for model, score in per_model.items()})
         await pipeline.execute()
 
 
 def build() -> ServiceContext:
     context = bootstrap(SERVICE, needs_redis=True, active_standby=True)
     assert context.redis is not None
-    bank = BankExchange(context.redis, context.settings.redis_key_prefix)
+    bank = BankExchange(context.redis, context.settings.redis_key_prefix, context.codec)
     context.add_stage(Stage(SERVICE, CUSTOMER_IDENTITIES, tombstone_decoder(context.codec, CustomerIdentity),
                             bank.identities, context.publisher,
                             context.dead_letters))

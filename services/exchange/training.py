@@ -16,35 +16,29 @@ import secrets
 import socket
 import time
 from dataclasses import dataclass
+from typing import TypeVar
 
 import numpy as np
 import redis.asyncio as aioredis
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
 
 from services.core.avro import AvroCodec, SchemaStore
-from services.protocol.bank_keys import BankKeys
-from services.protocol.catalog import EXCHANGE_TO_BANK
 from services.core.clients import partitions_of
 from services.core.config import Settings
 from services.core.errors import UnreachableError, ValidationError
-from services.protocol.stream_messages import ExchangeMessage
-from services.protocol.exchange import envelope
-from services.protocol.training_messages import (
-    FEDLR_FINISH,
-    FEDLR_MASKED,
-    FEDLR_PLAN,
-    FEDLR_RESIDUALS,
-    FEDLR_SCORES,
-    FEDLR_START,
-    FEDLR_UNMASKED,
-    TrainingRun,
-)
-from services.models.fedlr import BankParty, Mode
-from services.models.registry import DataFingerprint, ModelRegistry, ModelVersion
 from services.models.bank_features import FEATURE_NAMES
 from services.models.federated import BankHalf, federated_model_name
+from services.models.fedlr import BankParty, Mode
+from services.models.registry import DataFingerprint, ModelRegistry, ModelVersion
+from services.protocol.bank_keys import BankKeys
+from services.protocol.catalog import EXCHANGE_TO_BANK
+from services.protocol.exchange import envelope, open_payload
+from services.protocol.exchange_messages import BatchScores, ExchangePayload, MaskedGradient, TrainingFinish, TrainingRun
+from services.protocol.kinds import kind_of
+from services.protocol.stream_messages import ExchangeMessage
 
 REPLY_TIMEOUT_S = 120.0
+P = TypeVar("P", bound=ExchangePayload)
 
 
 @dataclass(frozen=True)
@@ -96,13 +90,14 @@ class _Exchange:
         await self.consumer.stop()
         await self.producer.stop()
 
-    async def send(self, kind: str, payload: bytes) -> str:
-        outbound = envelope(kind, "bank", self.run_id, payload)
+    async def send(self, message: ExchangePayload) -> str:
+        outbound = envelope(self.codec, message, "bank", self.run_id)
         await self.producer.send_and_wait(self.settings.topic(outbound.topic), self.codec.encode(outbound.message),
                                           key=outbound.key.encode())
         return outbound.message.message_id
 
-    async def reply(self, kind: str) -> bytes:
+    async def reply(self, message_type: type[P]) -> P:
+        kind = kind_of(message_type).name
         deadline = time.monotonic() + REPLY_TIMEOUT_S
         while time.monotonic() < deadline:
             batches = await self.consumer.getmany(timeout_ms=200)
@@ -110,7 +105,7 @@ class _Exchange:
                 for record in records:
                     message = self.codec.decode(record.value, ExchangeMessage)
                     if message.session_id == self.run_id and message.sender == "partner" and message.kind == kind:
-                        return message.payload
+                        return open_payload(self.codec, message, message_type)
         raise UnreachableError(f"no {kind} from the partner within {REPLY_TIMEOUT_S:.0f} s")
 
 
@@ -120,7 +115,7 @@ async def train_federated_over_exchange(
     operator: str = "federated-training-job",
 ) -> TrainingResult:
     started = time.monotonic()
-    started_at = dt.datetime.now(dt.timezone.utc)
+    started_at = dt.datetime.now(dt.UTC)
     rows = await aligned_rows(redis, settings.redis_key_prefix, history)
     if not rows:
         raise ValidationError(f"no aligned customer in the {len(history)} history rows for {product}", reason="no_rows")
@@ -136,18 +131,17 @@ async def train_federated_over_exchange(
     exchange = _Exchange(settings, AvroCodec(SchemaStore(settings.schema_dir)), run_id)
     await exchange.start()
     try:
-        await exchange.send(FEDLR_START, TrainingRun(model_name, version_label, tuple(join_ids), bank.start()).to_bytes())
+        await exchange.send(TrainingRun.of(model_name, version_label, join_ids, bank.start()))
         step_size = len(join_ids) if mode == "batch" else batch_size
         for epoch in range(epochs):
             for plan in bank.plan_epoch(epoch, step_size):
-                await exchange.send(FEDLR_PLAN, plan.to_bytes())
-                scores = await exchange.reply(FEDLR_SCORES)
-                await exchange.send(FEDLR_RESIDUALS, await asyncio.to_thread(
-                    bank.residuals_step, plan, scores, mode == "online"))
-                masked = await exchange.reply(FEDLR_MASKED)
-                await exchange.send(FEDLR_UNMASKED, await asyncio.to_thread(bank.decrypt_step, masked))
+                await exchange.send(plan)
+                scores = await exchange.reply(BatchScores)
+                await exchange.send(await asyncio.to_thread(bank.residuals_step, plan, scores, mode == "online"))
+                masked = await exchange.reply(MaskedGradient)
+                await exchange.send(await asyncio.to_thread(bank.decrypt_step, masked))
             bank.end_epoch()
-        await exchange.send(FEDLR_FINISH, b"")
+        await exchange.send(TrainingFinish())
     finally:
         await exchange.stop()
         bank.close()

@@ -3,7 +3,7 @@
 - `bank_features`: the bank's feature vector for a customer event and profile, and the products.
 - `fedlr`: federated logistic regression between the two parties (vertical, Paillier):
   `BankParty`, `PartnerParty`, the driver `train_federated` and `predict`; its docstring says
-  who sends what and what each side learns. Its messages are services/protocol/fedlr_messages.py.
+  what each side learns. Its messages are services/protocol/exchange_messages.py's.
 - `kernel`: prod_i [[r_i]]^(q_ij) for every partner feature with joint buckets (the cost centre).
 - `workers`: a party's process pool for the kernel, encryption and decryption.
 - `federated`: the bank's half of a deployed federated model, as scoring applies it.

@@ -92,7 +92,7 @@ def stratified_split(join_ids: tuple[str, ...], labels: np.ndarray, test_fractio
     for label in np.unique(labels):
         members = ids[labels == label]
         rng.shuffle(members)
-        cut = int(round(len(members) * test_fraction))
+        cut = round(len(members) * test_fraction)
         test.extend(members[:cut].tolist())
         train.extend(members[cut:].tolist())
     return train, test

@@ -1,6 +1,6 @@
 """The bank's half of a federated model, and how scoring combines it with the partner's half.
 
-A federated logistic regression (services/federation) ends with weights on both sides: the bank
+A federated logistic regression (services/models/fedlr.py) ends with weights on both sides: the bank
 keeps w_b over its own standardised features and the intercept, the partner keeps w_p. At
 scoring time the partner sends w_p . x_p for an aligned customer (services/exchange); the bank
 adds w_b . x_b + b and applies the sigmoid. The partner's share appears in the reason codes as
@@ -16,8 +16,8 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from services.models.registry import ModelRegistry, ModelVersion
 from services.models.bank_features import FEATURE_NAMES
+from services.models.registry import ModelRegistry, ModelVersion
 
 PARTNER_REASON = "partner_features"
 REASON_NAMES: tuple[str, ...] = (*FEATURE_NAMES, PARTNER_REASON)
@@ -43,7 +43,8 @@ class BankHalf:
         return np.column_stack([self.weights * (features - self.mean) / self.scale, partial_scores])
 
     def propensities(self, contributions: np.ndarray) -> np.ndarray:
-        return 1.0 / (1.0 + np.exp(-(self.intercept + contributions.sum(axis=1))))
+        log_odds = self.intercept + np.asarray(contributions.sum(axis=1), dtype=np.float64)
+        return 1.0 / (1.0 + np.exp(-log_odds))
 
     def to_bytes(self) -> bytes:
         return json.dumps({"product": self.product, "weights": self.weights.tolist(), "mean": self.mean.tolist(),
@@ -55,8 +56,8 @@ class BankHalf:
         values = json.loads(raw)
         if values["features"] != list(FEATURE_NAMES):
             raise ValueError("federated checkpoint was trained on other bank features")
-        return cls(values["product"], *(np.asarray(values[key], dtype=np.float64) for key in ("weights", "mean", "scale")),
-                   float(values["intercept"]), values["partner_version"])
+        weights, mean, scale = (np.asarray(values[key], dtype=np.float64) for key in ("weights", "mean", "scale"))
+        return cls(values["product"], weights, mean, scale, float(values["intercept"]), str(values["partner_version"]))
 
 
 @dataclass(frozen=True)

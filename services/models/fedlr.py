@@ -5,20 +5,17 @@ private key. The partner (host) holds its features x_p and its weights w_p. Rows
 ids both sides got from PSI. The model is p = sigmoid(w_b . x_b + bias + w_p . x_p), fitted by
 gradient descent on mean log loss (+ l2/2 |w|^2 on the weights, not the bias).
 
-Per step (a batch of rows the bank picked):
-
-| # | message | from -> to | carries | what the receiver learns |
-| --- | --- | --- | --- | --- |
-| 0 | `TrainingStart` | bank -> partner | public key n, learning rate, l2, whether encrypted | nothing private |
-| 0 | `BatchPlan` | bank -> partner | the batch's join ids in order | which shared rows are in the batch (it knows the intersection already) |
-| 1 | `PartialScores` | partner -> bank | w_p . x_p per row | the partner's share of each row's log-odds (as at scoring time); never a feature or a weight |
-| 2 | `EncryptedResiduals` | bank -> partner | [[sigmoid(z_i) - y_i]] under the bank's key | nothing (Paillier is IND-CPA): not the labels, not the bank's scores |
-| 3 | `MaskedGradient` | partner -> bank | [[sum_i r_i q_ij + m_j]], m_j uniform mod n, re-encrypted | nothing: each value is uniformly random mod n to the bank |
-| 4 | `UnmaskedGradient` | bank -> partner | the decryption, plus optional Gaussian noise | its own gradient (1/B) sum_i r_i x_ij: an aggregate over >= min_batch_size rows (the known leak, below) |
+Per step (a batch of rows the bank picked): 0, the bank sends `TrainingStart` once (over the
+topics inside `TrainingRun`) and a `BatchPlan` per batch; 1, the partner answers `BatchScores`,
+w_p . x_p per row; 2, the bank sends `EncryptedResiduals`, [[sigmoid(z_i) - y_i]]; 3, the
+partner answers `MaskedGradient`, [[sum_i r_i q_ij + m_j]] with m_j uniform mod n; 4, the bank
+sends `UnmaskedGradient`, the decryption plus optional noise. What each message carries and what
+its receiver learns: the `fedlr` rows of the table of message kinds, services/protocol/kinds.py
+(rendered in README.md).
 
 The partner then removes its masks and updates w_p; the bank updates w_b and the bias from the
 same residuals in clear, in its own house. At prediction the partner sends w_p . x_p per join id
-(`PartialScores`) and the bank adds its share and applies the sigmoid.
+(`BatchScores`) and the bank adds its share and applies the sigmoid.
 
 Neither side ever holds the other's rows: labels and bank features stay with the bank (only
 ciphertexts of residuals leave it), partner features and weights stay with the partner (only
@@ -47,7 +44,10 @@ window of `batch_size >= min_batch_size` rows, so it never sees one row's residu
 >>> y = (x_bank[:, 0] + x_partner[:, 0] + 0.3 * rng.normal(size=400) > 0).astype(int)
 >>> bank = BankParty(ids, y, x_bank, encrypted=False, min_batch_size=50, workers=1)
 >>> partner = PartnerParty(ids, x_partner, workers=1)
->>> report = train_federated(bank, partner, mode="minibatch", epochs=5, batch_size=100)
+>>> from services.core.avro import AvroCodec, SchemaStore
+>>> from services.core.config import REPO_ROOT
+>>> codec = AvroCodec(SchemaStore(REPO_ROOT / "schemas"))
+>>> report = train_federated(bank, partner, mode="minibatch", epochs=5, batch_size=100, codec=codec)
 >>> probabilities = predict(bank, partner, ids)
 >>> bool(((probabilities > 0.5) == y).mean() > 0.85)
 True
@@ -60,11 +60,12 @@ import secrets
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
-from typing import Literal
+from typing import Literal, TypeVar
 
 import numpy as np
 from gmpy2 import mpz
 
+from services.core.avro import AvroCodec
 from services.core.errors import CipherstreamError, ConfigError, ValidationError
 from services.crypto.paillier import (
     PaillierPrivateKey,
@@ -74,15 +75,17 @@ from services.crypto.paillier import (
     signed_int,
 )
 from services.models.kernel import signed_weighted_products
-from services.protocol.fedlr_messages import (
+from services.models.workers import WorkerPool
+from services.protocol.exchange_messages import (
+    BAD_FEDLR_MESSAGE,
     BatchPlan,
+    BatchScores,
     EncryptedResiduals,
+    ExchangePayload,
     MaskedGradient,
-    PartialScores,
     TrainingStart,
     UnmaskedGradient,
 )
-from services.models.workers import WorkerPool
 
 Mode = Literal["batch", "minibatch", "online"]
 MODES: tuple[str, ...] = ("batch", "minibatch", "online")
@@ -91,7 +94,8 @@ DEFAULT_FEATURE_BITS = 12
 # 16^-8 = 2^-32: residuals in [-1, 1] keep 32 fractional bits; sums over 2^17 rows of 16-bit
 # features stay below 2^66, far inside phe's signed range (n / 3).
 DEFAULT_RESIDUAL_EXPONENT = -8
-_BAD = "bad_fedlr_message"
+_BAD = BAD_FEDLR_MESSAGE
+M = TypeVar("M", bound=ExchangePayload)
 
 
 class BatchTooSmallError(CipherstreamError):
@@ -192,8 +196,8 @@ class BankParty:
         self._loss_rows = 0
 
     # --- set-up and planning -------------------------------------------------------------------------------
-    def start(self) -> bytes:
-        return TrainingStart(0, 0, self.public_key.n, self.learning_rate, self.l2, self.encrypted).to_bytes()
+    def start(self) -> TrainingStart:
+        return TrainingStart.of(self.public_key.n, self.learning_rate, self.l2, self.encrypted)
 
     def plan_epoch(self, epoch: int, batch_size: int, join_ids: Sequence[str] | None = None) -> list[BatchPlan]:
         """Shuffle the rows into batches of `batch_size`; a short last batch joins the one before it."""
@@ -208,15 +212,14 @@ class BankParty:
         starts = list(range(0, len(ids), batch_size))
         if len(starts) > 1 and len(ids) - starts[-1] < self.min_batch_size:
             starts.pop()
-        bounds = starts[1:] + [len(ids)]
+        bounds = [*starts[1:], len(ids)]
         return [BatchPlan(epoch, index, tuple(ids[start:end])) for index, (start, end) in enumerate(zip(starts, bounds))]
 
     # --- step 2 ------------------------------------------------------------------------------------------
-    def residuals_step(self, plan: BatchPlan, partial_scores_bytes: bytes, online: bool = False) -> bytes:
+    def residuals_step(self, plan: BatchPlan, partner_scores: BatchScores, online: bool = False) -> EncryptedResiduals:
         """Add our share to the partner's, compute residuals, update w_b, send the residuals encrypted."""
         if len(plan.join_ids) < self.min_batch_size:
             raise BatchTooSmallError(f"batch of {len(plan.join_ids)} rows is below the minimum {self.min_batch_size}")
-        partner_scores = PartialScores.from_bytes(partial_scores_bytes)
         if (partner_scores.epoch, partner_scores.batch_index, partner_scores.join_ids) != (
                 plan.epoch, plan.batch_index, plan.join_ids):
             raise ValidationError("partial scores do not answer the current batch plan", reason=_BAD)
@@ -233,8 +236,7 @@ class BankParty:
         else:
             values, width = encodings, (self.public_key.n.bit_length() + 7) // 8
         self._step = _Step(plan.epoch, plan.batch_index, len(rows))
-        return EncryptedResiduals(plan.epoch, plan.batch_index, self.encrypted, width, tuple(values),
-                                  self.residual_exponent).to_bytes()
+        return EncryptedResiduals.of(plan.epoch, plan.batch_index, self.encrypted, width, values, self.residual_exponent)
 
     def _track_loss(self, probabilities: np.ndarray, labels: np.ndarray) -> None:
         clipped = np.clip(probabilities, 1e-12, 1 - 1e-12)
@@ -244,7 +246,7 @@ class BankParty:
     def _batch_residuals(self, features: np.ndarray, labels: np.ndarray, partner_share: np.ndarray) -> np.ndarray:
         probabilities = sigmoid(features @ self.weights + self.bias + partner_share)
         self._track_loss(probabilities, labels)
-        residuals = probabilities - labels
+        residuals: np.ndarray = probabilities - labels
         self.weights -= self.learning_rate * (features.T @ residuals / labels.size + self.l2 * self.weights)
         self.bias -= self.learning_rate * float(residuals.mean())
         return residuals
@@ -267,9 +269,8 @@ class BankParty:
         return loss
 
     # --- step 4 ------------------------------------------------------------------------------------------
-    def decrypt_step(self, masked_gradient_bytes: bytes) -> bytes:
+    def decrypt_step(self, masked: MaskedGradient) -> UnmaskedGradient:
         """Decrypt the partner's masked gradient (values we cannot read) and add the calibrated noise."""
-        masked = MaskedGradient.from_bytes(masked_gradient_bytes)
         step = self._step
         if step is None or (masked.epoch, masked.batch_index) != (step.epoch, step.batch_index):
             raise ValidationError("masked gradient for a batch the bank has not sent residuals for", reason=_BAD)
@@ -287,11 +288,10 @@ class BankParty:
             values = [(value + int(extra)) % self.public_key.n for value, extra in zip(values, noise)]
         self._step = None
         width = (self.public_key.n.bit_length() + 7) // 8
-        return UnmaskedGradient(masked.epoch, masked.batch_index, self.encrypted, width, tuple(values)).to_bytes()
+        return UnmaskedGradient.of(masked.epoch, masked.batch_index, self.encrypted, width, values)
 
     # --- prediction ----------------------------------------------------------------------------------------
-    def predict_proba(self, join_ids: Sequence[str], partial_scores_bytes: bytes) -> np.ndarray:
-        partner_scores = PartialScores.from_bytes(partial_scores_bytes)
+    def predict_proba(self, join_ids: Sequence[str], partner_scores: BatchScores) -> np.ndarray:
         if partner_scores.join_ids != tuple(join_ids):
             raise ValidationError("partial scores are not for the asked join ids", reason=_BAD)
         rows = _rows_of(self._row_of, join_ids, "bank")
@@ -352,8 +352,8 @@ class PartnerParty:
         self._plan: BatchPlan | None = None
         self._pending: _PendingGradient | None = None
 
-    def on_training_start(self, payload: bytes) -> None:
-        self._settings = TrainingStart.from_bytes(payload)
+    def on_training_start(self, start: TrainingStart) -> None:
+        self._settings = start
         if self._settings.encrypted and self._pool is None:
             self._pool = WorkerPool(self._workers)
 
@@ -361,26 +361,25 @@ class PartnerParty:
     def public_key(self) -> PaillierPublicKey:
         if self._settings is None:
             raise ValidationError("training has not started (no TrainingStart received)", reason=_BAD)
-        return PaillierPublicKey(self._settings.public_key_n)
+        return PaillierPublicKey(self._settings.modulus)
 
     # --- step 1 ------------------------------------------------------------------------------------------
-    def scores_step(self, plan_bytes: bytes) -> bytes:
+    def scores_step(self, plan: BatchPlan) -> BatchScores:
         """w_p . x_p for the planned rows (with the features the partner trains on)."""
-        plan = BatchPlan.from_bytes(plan_bytes)
         rows = _rows_of(self._row_of, plan.join_ids, "partner")
         self._plan = plan
         scores = self.training_features[rows] @ self.weights
-        return PartialScores(plan.epoch, plan.batch_index, plan.join_ids, tuple(scores.tolist())).to_bytes()
+        return BatchScores(plan.epoch, plan.batch_index, plan.join_ids, tuple(scores.tolist()))
 
     # --- step 3 ------------------------------------------------------------------------------------------
-    def gradient_step(self, residuals_bytes: bytes) -> bytes:
+    def gradient_step(self, residuals: EncryptedResiduals) -> MaskedGradient:
         """[[sum_i r_i q_ij]] per feature by the kernel, plus a uniform mask, re-encrypted."""
         settings, plan = self._settings, self._plan
-        residuals = EncryptedResiduals.from_bytes(residuals_bytes)
         if settings is None or plan is None or (residuals.epoch, residuals.batch_index) != (plan.epoch, plan.batch_index):
             raise ValidationError("encrypted residuals for a batch the partner has not scored", reason=_BAD)
-        if len(residuals.values) != len(plan.join_ids) or residuals.encrypted != settings.encrypted:
-            raise ValidationError(f"{len(residuals.values)} residuals for a batch of {len(plan.join_ids)} rows",
+        ciphertexts = residuals.values
+        if len(ciphertexts) != len(plan.join_ids) or residuals.encrypted != settings.encrypted:
+            raise ValidationError(f"{len(ciphertexts)} residuals for a batch of {len(plan.join_ids)} rows",
                                   reason=_BAD)
         quantised = self._quantised.values[_rows_of(self._row_of, plan.join_ids, "partner")]
         key = self.public_key
@@ -388,19 +387,18 @@ class PartnerParty:
         if settings.encrypted:
             assert self._pool is not None
             nsquare = mpz(key.nsquare)
-            sums = signed_weighted_products([mpz(c) for c in residuals.values], quantised, nsquare, self.feature_bits,
+            sums = signed_weighted_products([mpz(c) for c in ciphertexts], quantised, nsquare, self.feature_bits,
                                             pool=self._pool)
             # Enc(m_j) brings a fresh obfuscator, so the bank cannot link the result to its own randomness.
             encrypted_masks = self._pool.encrypt(key, masks)
             values = [int(s * m % nsquare) for s, m in zip(sums, encrypted_masks)]
             width = (key.nsquare.bit_length() + 7) // 8
         else:
-            values = [(s + m) % key.n for s, m in zip(plaintext_weighted_sums(residuals.values, quantised, key), masks)]
+            values = [(s + m) % key.n for s, m in zip(plaintext_weighted_sums(ciphertexts, quantised, key), masks)]
             width = (key.n.bit_length() + 7) // 8
         self._pending = _PendingGradient(plan.epoch, plan.batch_index, len(plan.join_ids), residuals.exponent, masks)
         self._plan = None
-        return MaskedGradient(plan.epoch, plan.batch_index, self.feature_bits, settings.encrypted, width,
-                              tuple(values)).to_bytes()
+        return MaskedGradient.of(plan.epoch, plan.batch_index, self.feature_bits, settings.encrypted, width, values)
 
     @property
     def last_batch_shape(self) -> tuple[int, int]:
@@ -410,19 +408,19 @@ class PartnerParty:
         return self._pending.rows, len(self._pending.masks)
 
     # --- after step 4 -----------------------------------------------------------------------------------------
-    def update_step(self, unmasked_bytes: bytes) -> np.ndarray:
+    def update_step(self, unmasked: UnmaskedGradient) -> np.ndarray:
         """Remove the masks, decode the gradient, update w_p; returns the gradient used."""
-        unmasked = UnmaskedGradient.from_bytes(unmasked_bytes)
         pending, settings = self._pending, self._settings
         if pending is None or settings is None or (unmasked.epoch, unmasked.batch_index) != (
                 pending.epoch, pending.batch_index):
             raise ValidationError("unmasked gradient for a batch the partner did not send", reason=_BAD)
-        if len(unmasked.values) != len(pending.masks):
-            raise ValidationError(f"{len(unmasked.values)} gradient values for {len(pending.masks)} features",
+        masked_sums = unmasked.values
+        if len(masked_sums) != len(pending.masks):
+            raise ValidationError(f"{len(masked_sums)} gradient values for {len(pending.masks)} features",
                                   reason=_BAD)
         key = self.public_key
         try:
-            sums = np.array([signed_int((value - mask) % key.n, key) for value, mask in zip(unmasked.values, pending.masks)],
+            sums = np.array([signed_int((value - mask) % key.n, key) for value, mask in zip(masked_sums, pending.masks)],
                             dtype=np.float64)
         except OverflowError as exc:
             raise ValidationError("gradient did not decode (wrong masks or a corrupted value)", reason=_BAD) from exc
@@ -433,11 +431,11 @@ class PartnerParty:
         return gradient
 
     # --- prediction ----------------------------------------------------------------------------------------
-    def partial_scores(self, join_ids: Sequence[str]) -> bytes:
+    def partial_scores(self, join_ids: Sequence[str]) -> BatchScores:
         """w_p . x_p per join id: all the bank ever gets from the partner at scoring time."""
         rows = _rows_of(self._row_of, join_ids, "partner")
         scores = self.features[rows] @ self.weights
-        return PartialScores(0, 0, tuple(join_ids), tuple(scores.tolist())).to_bytes()
+        return BatchScores(0, 0, tuple(join_ids), tuple(scores.tolist()))
 
     def close(self) -> None:
         if self._pool is not None:
@@ -481,11 +479,12 @@ Transcript = list[tuple[str, bytes]]
 
 
 def train_federated(bank: BankParty, partner: PartnerParty, mode: Mode, epochs: int, batch_size: int, *,
-                    join_ids: Sequence[str] | None = None, transcript: Transcript | None = None,
+                    codec: AvroCodec, join_ids: Sequence[str] | None = None, transcript: Transcript | None = None,
                     after_step: Callable[[int, int], None] | None = None) -> TrainingReport:
-    """Run the protocol in this process, passing every message as bytes (as over the exchange topics).
+    """Run the protocol in this process, passing every message through `codec` as over the exchange
+    topics: each side gets what the other's bytes decode to, and the report counts those bytes.
 
-    `transcript`, if given, receives ("to_partner" | "to_bank", bytes) for every message.
+    `transcript`, if given, receives ("to_partner" | "to_bank", payload bytes) for every message.
     """
     if mode not in MODES:
         raise ConfigError(f"mode must be one of {', '.join(MODES)}, not {mode!r}")
@@ -495,24 +494,26 @@ def train_federated(bank: BankParty, partner: PartnerParty, mode: Mode, epochs: 
     step_size = len(rows) if mode == "batch" else batch_size
     report = TrainingReport(mode, epochs)
 
-    def to_partner(payload: bytes) -> bytes:
+    def to_partner(message: M) -> M:
+        payload = codec.encode(message)
         report.bytes_to_partner += len(payload)
         if transcript is not None:
             transcript.append(("to_partner", payload))
-        return payload
+        return codec.decode(payload, type(message))
 
-    def to_bank(payload: bytes) -> bytes:
+    def to_bank(message: M) -> M:
+        payload = codec.encode(message)
         report.bytes_to_bank += len(payload)
         if transcript is not None:
             transcript.append(("to_bank", payload))
-        return payload
+        return codec.decode(payload, type(message))
 
     partner.on_training_start(to_partner(bank.start()))
     for epoch in range(epochs):
         started = time.perf_counter()
         for plan in bank.plan_epoch(epoch, step_size, rows):
             at = time.perf_counter()
-            scores = to_bank(partner.scores_step(to_partner(plan.to_bytes())))
+            scores = to_bank(partner.scores_step(to_partner(plan)))
             report.timed("1_partner_scores", at)
             at = time.perf_counter()
             residuals = to_partner(bank.residuals_step(plan, scores, online=mode == "online"))

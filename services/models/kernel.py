@@ -30,8 +30,9 @@ True
 """
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Protocol, Sequence
+from typing import Protocol
 
 import gmpy2
 import numpy as np
@@ -101,7 +102,7 @@ def plan_kernel(exponents: np.ndarray, bits: int, sample_columns: int = 12) -> K
     >>> plan_kernel(rng.integers(0, 256, size=(64, 24)), bits=8).slice_width
     1
     """
-    rows, columns = exponents.shape
+    _rows, columns = exponents.shape
     sample = exponents[:, : min(columns, sample_columns)]
     best: KernelPlan | None = None
     for window_bits in range(1, bits + 1):
@@ -198,7 +199,7 @@ def weighted_ciphertext_products(ciphertexts: Sequence[mpz], exponents: np.ndarr
 
 
 def signed_weighted_products(ciphertexts: Sequence[mpz], quantised: np.ndarray, nsquare: mpz, bits: int,
-                             pool: "ProductsPool | None" = None) -> list[mpz]:
+                             pool: ProductsPool | None = None) -> list[mpz]:
     """prod_i c_i^(q_ij) for signed q in (-2^(bits-1), 2^(bits-1)): shift, then divide out the offset.
 
     Each column is shifted by its own minimum (so u_ij = q_ij - min_j >= 0 and zeros stay cheap

@@ -127,7 +127,7 @@ class ModelRegistry:
                 feature_names=feature_names, rows_learned=rows_learned, iterations=iterations,
                 data_fingerprint=fingerprint.hexdigest(), data_window_start_ms=fingerprint.window_start_ms,
                 data_window_end_ms=fingerprint.window_end_ms, metrics=metrics or {}, operator=operator,
-                started_at=started_at, finished_at=dt.datetime.now(dt.timezone.utc), checkpoint=checkpoint,
+                started_at=started_at, finished_at=dt.datetime.now(dt.UTC), checkpoint=checkpoint,
             )
             session.add(row)
             session.flush()
@@ -135,7 +135,7 @@ class ModelRegistry:
 
     def record_deployment(self, service_number: str, *, operator: str, target: str, result: str = "deployed") -> None:
         with Session(self.engine) as session, session.begin():
-            session.add(DeploymentRow(service_number=service_number, deployed_at=dt.datetime.now(dt.timezone.utc),
+            session.add(DeploymentRow(service_number=service_number, deployed_at=dt.datetime.now(dt.UTC),
                                       operator=operator, target=target, result=result))
 
     def latest(self, model_name: str) -> tuple[ModelVersion, bytes | None] | None:

@@ -25,12 +25,12 @@ from gmpy2 import mpz
 
 from services.crypto.paillier import DjnObfuscators, PaillierPrivateKey, PaillierPublicKey
 from services.models.kernel import (
+    KernelPlan,
+    check_exponents,
     ciphertexts_from_bytes,
     ciphertexts_to_bytes,
-    check_exponents,
     plan_kernel,
     weighted_ciphertext_products,
-    KernelPlan,
 )
 
 # One comb table per key and worker process: building it costs about 0.15 s at 2048 bits, so a

@@ -15,29 +15,29 @@ import time
 import numpy as np
 
 from services.core import metrics
-from services.core.errors import ValidationError
-from services.core.kafka import HandlerResult, Inbound, Outbound, Stage, avro_decoder
-from services.protocol.stream_messages import ExchangeMessage
+from services.core.avro import AvroCodec
+from services.core.errors import MessageError, ValidationError
+from services.core.kafka import HandlerResult, Inbound, Outbound, Stage, attach, avro_decoder
 from services.core.service import ServiceContext, bootstrap, main
-from services.crypto.psi_link import AlignmentLink
-from services.core.kafka import attach
-from services.protocol.exchange import PARTIAL_SCORES, PSI_SESSION, SCORE_REQUEST, check_incoming, envelope
-from services.protocol.partial_scores import PartialScores, decode_request
-from services.protocol.training_messages import (
-    FEDLR_FINISH,
-    FEDLR_MASKED,
-    FEDLR_PLAN,
-    FEDLR_RESIDUALS,
-    FEDLR_SCORES,
-    FEDLR_START,
-    FEDLR_UNMASKED,
-    TrainingRun,
-)
+from services.crypto.psi.link import AlignmentLink
 from services.models.fedlr import PartnerParty
 from services.partner.features import PartnerRecord, feature_vector, parse_feed
 from services.partner.store import PartnerModel, PartnerStore
-from services.protocol.identity import id_hash
 from services.partner.topics import EXCHANGE_TO_PARTNER, PARTNER_FEATURES, RAW_PARTNER_FEATURES
+from services.protocol.exchange import check_incoming, envelope, open_payload
+from services.protocol.exchange_messages import (
+    BatchPlan,
+    EncryptedResiduals,
+    PartialScores,
+    PsiSession,
+    ScoreRequest,
+    TrainingFinish,
+    TrainingRun,
+    UnmaskedGradient,
+)
+from services.protocol.identity import id_hash
+from services.protocol.kinds import Kind
+from services.protocol.stream_messages import ExchangeMessage
 
 SERVICE = "partner"
 MAX_SCORES_PER_MESSAGE = 20_000
@@ -51,7 +51,7 @@ class PartnerTraining:
         self.mean = features.mean(axis=0)
         self.scale = np.where(features.std(axis=0) > 0, features.std(axis=0), 1.0)
         self.party = PartnerParty(run.join_ids, (features - self.mean) / self.scale)
-        self.party.on_training_start(run.training_start)
+        self.party.on_training_start(run.start)
 
     def model(self) -> PartnerModel:
         name = self.run.model_name
@@ -59,9 +59,10 @@ class PartnerTraining:
 
 
 class PartnerService:
-    def __init__(self, store: PartnerStore, link: AlignmentLink) -> None:
+    def __init__(self, store: PartnerStore, link: AlignmentLink, codec: AvroCodec) -> None:
         self.store = store
         self.link = link
+        self.codec = codec
         self._loaded = False
         self.trainings: dict[str, PartnerTraining] = {}
 
@@ -91,31 +92,37 @@ class PartnerService:
         return attach(results, extra)
 
     async def exchange(self, batch: list[Inbound[ExchangeMessage]]) -> list[HandlerResult]:
+        """The bank's messages; one that is refused goes to the DLQ with its reason, the rest go on."""
         await self._ensure_loaded()
         results: list[HandlerResult] = []
         for inbound in batch:
-            message = inbound.message
-            check_incoming(message, "partner")
-            if message.kind == PSI_SESSION:
-                results.append(await self._join_session(message))
-            elif message.kind == SCORE_REQUEST:
-                self.link.check_session(message)
-                results.append(await self.partial_score_messages(decode_request(message.payload), message.message_id))
-            elif message.kind.startswith("fedlr_"):
-                results.append(await self._training_step(message))
-            else:
-                started = time.perf_counter()
-                replies, joined = await self.link.handle(message)
-                metrics.PARTNER_EXCHANGE_SECONDS.labels(message.kind).observe(time.perf_counter() - started)
-                links = await self.store.link_join_ids(joined)
-                results.append(replies + await self.partial_score_messages(list(links)))
+            try:
+                results.append(await self._from_bank(inbound.message))
+            except MessageError as error:
+                results.append(error)
         return results
 
-    async def _training_step(self, message: ExchangeMessage) -> list[Outbound]:
+    async def _from_bank(self, message: ExchangeMessage) -> list[Outbound]:
+        kind = check_incoming(message, "partner")
+        if kind.message is PsiSession:
+            return await self._join_session(message)
+        if kind.message is ScoreRequest:
+            self.link.check_session(message)
+            request = open_payload(self.codec, message, ScoreRequest)
+            return await self.partial_score_messages(list(request.join_ids), message.message_id)
+        if kind.protocol == "fedlr":
+            return await self._training_step(message, kind)
+        started = time.perf_counter()
+        replies, joined = await self.link.handle(message)
+        metrics.PARTNER_EXCHANGE_SECONDS.labels(message.kind).observe(time.perf_counter() - started)
+        links = await self.store.link_join_ids(joined)
+        return replies + await self.partial_score_messages(list(links))
+
+    async def _training_step(self, message: ExchangeMessage, kind: Kind) -> list[Outbound]:
         """One step of a federated training run the bank drives (services/models/fedlr.py)."""
         run_id = message.session_id
-        if message.kind == FEDLR_START:
-            run = TrainingRun.from_bytes(message.payload)
+        if kind.message is TrainingRun:
+            run = open_payload(self.codec, message, TrainingRun)
             features = await self.store.features_by_join_id(list(run.join_ids))
             missing = len(run.join_ids) - len(features)
             if missing:
@@ -126,22 +133,25 @@ class PartnerService:
         if training is None:
             raise ValidationError(f"no training run {run_id[:8]}.. in progress", reason="unknown_training_run")
         party = training.party
-        if message.kind == FEDLR_PLAN:
-            scores = await asyncio.to_thread(party.scores_step, message.payload)
-            return [envelope(FEDLR_SCORES, "partner", run_id, scores, message.message_id)]
-        if message.kind == FEDLR_RESIDUALS:
+        if kind.message is BatchPlan:
+            plan = open_payload(self.codec, message, BatchPlan)
+            scores = await asyncio.to_thread(party.scores_step, plan)
+            return [envelope(self.codec, scores, "partner", run_id, message.message_id)]
+        if kind.message is EncryptedResiduals:
+            residuals = open_payload(self.codec, message, EncryptedResiduals)
             # The kernel runs on the party's process pool; the event loop (heartbeats, /readyz) stays free.
             started = time.perf_counter()
-            masked = await asyncio.to_thread(party.gradient_step, message.payload)
+            masked = await asyncio.to_thread(party.gradient_step, residuals)
             metrics.PARTNER_EXCHANGE_SECONDS.labels("fedlr_gradient").observe(time.perf_counter() - started)
             rows, features = party.last_batch_shape
             metrics.PAILLIER_OPERATIONS.labels(SERVICE, "ciphertext_scalar_products").inc(rows * features)
             metrics.PAILLIER_OPERATIONS.labels(SERVICE, "encrypt").inc(features)
-            return [envelope(FEDLR_MASKED, "partner", run_id, masked, message.message_id)]
-        if message.kind == FEDLR_UNMASKED:
-            await asyncio.to_thread(party.update_step, message.payload)
+            return [envelope(self.codec, masked, "partner", run_id, message.message_id)]
+        if kind.message is UnmaskedGradient:
+            await asyncio.to_thread(party.update_step, open_payload(self.codec, message, UnmaskedGradient))
             return []
-        if message.kind == FEDLR_FINISH:
+        if kind.message is TrainingFinish:
+            open_payload(self.codec, message, TrainingFinish)
             del self.trainings[run_id]
             party.close()
             await self.store.put_model(training.model())
@@ -170,8 +180,8 @@ class PartnerService:
             chunk = ids[start:start + MAX_SCORES_PER_MESSAGE]
             scores = {join_id: {name: float(values[start + row]) for name, values in per_model.items()}
                       for row, join_id in enumerate(chunk)}
-            messages.append(envelope(PARTIAL_SCORES, "partner", self.link.session_hex,
-                                     PartialScores(versions, scores).to_bytes(), correlation_id))
+            messages.append(envelope(self.codec, PartialScores.of(versions, scores), "partner", self.link.session_hex,
+                                     correlation_id))
         return messages
 
 
@@ -179,7 +189,8 @@ def build() -> ServiceContext:
     context = bootstrap(SERVICE, needs_redis=True, active_standby=True)
     assert context.redis is not None
     prefix = context.settings.redis_key_prefix
-    service = PartnerService(PartnerStore(context.redis, prefix), AlignmentLink(context.redis, prefix, "partner"))
+    service = PartnerService(PartnerStore(context.redis, prefix), AlignmentLink(context.redis, prefix, "partner", context.codec),
+                             context.codec)
     context.add_stage(Stage(SERVICE, RAW_PARTNER_FEATURES, parse_feed, service.ingest, context.publisher,
                             context.dead_letters))
     context.add_stage(Stage(SERVICE, EXCHANGE_TO_PARTNER, avro_decoder(context.codec, ExchangeMessage), service.exchange,

@@ -17,9 +17,9 @@ import pydantic
 from pydantic import BaseModel, BeforeValidator, ConfigDict, StringConstraints
 
 from services.core.errors import ValidationError
-from services.protocol.stream_messages import PartnerFeatures
 from services.core.parsing import iso_text
 from services.protocol.identity import NationalId
+from services.protocol.stream_messages import PartnerFeatures
 
 MAX_RAW_BYTES = 16 * 1024
 

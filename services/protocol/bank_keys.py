@@ -1,4 +1,4 @@
-"""The bank's Redis keys that more than one service reads, written down once.
+r"""The bank's Redis keys that more than one service reads, written down once.
 
 The exchange service writes them; scoring, federated training and the demo read them.
 

@@ -13,7 +13,13 @@ from fastavro.utils import generate_many
 from services.core.avro import AvroCodec, SchemaStore, schema_fingerprint
 from services.core.config import REPO_ROOT
 from services.core.errors import ConfigError
-from services.core.schema_release import compatibility_problems, load_manifest, release_changed_schemas, released_versions
+from services.core.schema_release import (
+    compatibility_problems,
+    load_manifest,
+    release_changed_schemas,
+    released_versions,
+    schema_files,
+)
 from services.protocol.stream_messages import Suppression
 
 SCHEMA_DIR = REPO_ROOT / "schemas"
@@ -38,7 +44,7 @@ def test_every_schema_file_is_released(name: str, schema: dict) -> None:
 
 def test_every_avsc_file_is_in_the_manifest() -> None:
     listed = {entry["file"] for entry in load_manifest(SCHEMA_DIR)["schemas"].values()}
-    assert {path.name for path in SCHEMA_DIR.glob("*.avsc")} == listed
+    assert {path.relative_to(SCHEMA_DIR).as_posix() for path in schema_files(SCHEMA_DIR)} == listed
 
 
 @pytest.fixture

@@ -46,7 +46,7 @@ def test_an_empty_pool_makes_obfuscators_inline_instead_of_waiting() -> None:
     pool = ObfuscatorPool(PUBLIC, target_size=4, background=False, maker=MAKER)
     assert pool.ready == 0
     started = time.monotonic()
-    obfuscators = pool.take_many(3) + [pool.take()]
+    obfuscators = [*pool.take_many(3), pool.take()]
     assert time.monotonic() - started < 5 and len({int(o) for o in obfuscators}) == 4
     pool.close()
 

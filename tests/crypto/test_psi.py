@@ -10,21 +10,26 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from services.crypto import psi
+from services.core.avro import AvroCodec, SchemaStore
+from services.core.config import REPO_ROOT
 from services.crypto.psi import (
     BlindedIds,
     DoublyBlindedIds,
     PsiMessageError,
     PsiParty,
     PsiPartyKey,
-    PsiPartyState,
     PsiRole,
     PsiSessionExpiredError,
     PsiSessionMismatchError,
     PsiSessionParams,
+    wire,
 )
+from services.crypto.psi import protocol as psi
+from services.crypto.psi.state import state_from_bytes, state_to_bytes
+from services.protocol.exchange_messages import PsiBlindedIds
 
 NOW_S = 1_700_000_000
+CODEC = AvroCodec(SchemaStore(REPO_ROOT / "schemas"))
 ids_strategy = st.sets(st.text(min_size=1, max_size=12), max_size=25)
 settings_fast = settings(max_examples=40, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 
@@ -50,16 +55,16 @@ def parties(seed: int = 0) -> tuple[PsiParty, PsiParty]:
 def exchange(bank: PsiParty, partner: PsiParty, bank_ids: list[str], partner_ids: list[str]) -> dict[PsiRole, list[bytes]]:
     """One round of the protocol through serialised messages; returns what each party received."""
     received: dict[PsiRole, list[bytes]] = {PsiRole.BANK: [], PsiRole.PARTNER: []}
-    bank_blinded = bank.blind(bank_ids).to_bytes()
-    partner_blinded = partner.blind(partner_ids).to_bytes()
+    bank_blinded = wire.encode(CODEC, bank.blind(bank_ids))
+    partner_blinded = wire.encode(CODEC, partner.blind(partner_ids))
     received[PsiRole.PARTNER].append(bank_blinded)
     received[PsiRole.BANK].append(partner_blinded)
-    answer_to_bank = partner.reblind(BlindedIds.from_bytes(bank_blinded)).to_bytes()
-    answer_to_partner = bank.reblind(BlindedIds.from_bytes(partner_blinded)).to_bytes()
+    answer_to_bank = wire.encode(CODEC, partner.reblind(wire.decode_blinded(CODEC, bank_blinded)))
+    answer_to_partner = wire.encode(CODEC, bank.reblind(wire.decode_blinded(CODEC, partner_blinded)))
     received[PsiRole.BANK].append(answer_to_bank)
     received[PsiRole.PARTNER].append(answer_to_partner)
-    bank.receive(DoublyBlindedIds.from_bytes(answer_to_bank))
-    partner.receive(DoublyBlindedIds.from_bytes(answer_to_partner))
+    bank.receive(wire.decode_answer(CODEC, answer_to_bank))
+    partner.receive(wire.decode_answer(CODEC, answer_to_partner))
     return received
 
 
@@ -102,7 +107,7 @@ def test_incremental_alignment_of_new_ids_gives_the_same_join_ids_as_a_full_run(
     bank, partner = PsiParty(bank_key, now_s=clock), PsiParty(partner_key, now_s=clock)
     exchange(bank, partner, bank_order[:bank_cut], partner_order[:partner_cut])
     # New customers arrive on each side, one side at a time, after a restart of the bank.
-    bank = PsiParty.restore(PsiPartyState.from_bytes(bank.snapshot().to_bytes()), now_s=clock)
+    bank = PsiParty.restore(state_from_bytes(CODEC, state_to_bytes(CODEC, bank.snapshot())), now_s=clock)
     bank.receive(partner.reblind(bank.blind(bank_order[bank_cut:])))
     partner.receive(bank.reblind(partner.blind(partner_order[partner_cut:])))
 
@@ -171,7 +176,7 @@ def test_chunked_answers_in_any_order_align_the_same_as_whole_messages() -> None
     answers_to_bank = [partner.reblind(chunk) for chunk in bank_chunks]
     answers_to_partner = [bank.reblind(chunk) for chunk in reversed(partner_chunks)]
     for answer in reversed(answers_to_bank):
-        bank.receive(DoublyBlindedIds.from_bytes(answer.to_bytes()))
+        bank.receive(wire.decode_answer(CODEC, wire.encode(CODEC, answer)))
     for answer in answers_to_partner:
         partner.receive(answer)
     assert len(bank_chunks) == 6
@@ -237,11 +242,15 @@ def test_an_answer_for_an_unknown_batch_or_out_of_range_is_rejected() -> None:
 
 def test_truncated_or_mislabelled_messages_do_not_parse() -> None:
     bank, _ = parties()
-    encoded = bank.blind(["c1", "c2"]).to_bytes()
-    with pytest.raises(PsiMessageError, match="header says 2 points"):
-        BlindedIds.from_bytes(encoded[:-1])
-    with pytest.raises(PsiMessageError, match="expected a DoublyBlindedIds"):
-        DoublyBlindedIds.from_bytes(encoded)
+    blinded = bank.blind(["c1", "c2"])
+    encoded = wire.encode(CODEC, blinded)
+    with pytest.raises(PsiMessageError, match="cannot decode"):
+        wire.decode_blinded(CODEC, encoded[:-1])
+    with pytest.raises(PsiMessageError, match=r"expected cipherstream\.exchange\.PsiDoublyBlindedIds"):
+        wire.decode_answer(CODEC, encoded)
+    ragged = CODEC.encode(PsiBlindedIds(blinded.session_id, "bank", 0, 0, blinded.points[:-1]))
+    with pytest.raises(PsiMessageError, match="multiple of 32 bytes"):
+        wire.decode_blinded(CODEC, ragged)
 
 
 def test_join_ids_differ_between_sessions() -> None:
@@ -256,3 +265,5 @@ def test_the_secret_scalar_never_appears_in_a_repr_and_round_trips_as_bytes() ->
     bank_key, _ = session()
     assert bank_key.scalar.hex() not in repr(bank_key)
     assert PsiPartyKey.from_bytes(bank_key.to_bytes()) == bank_key
+    state = PsiParty(bank_key, now_s=clock).snapshot()
+    assert state_from_bytes(CODEC, state_to_bytes(CODEC, state)) == state

@@ -142,7 +142,7 @@ def test_a_corrupted_share_file_is_detected_by_its_checksum() -> None:
     share = split_secret(b"weights", threshold=2, share_count=3)[1]
     encoded = bytearray(share.to_bytes())
     encoded[100] ^= 0x01
-    with pytest.raises(ShareCorruptedError, match="share 2 .* checksum mismatch"):
+    with pytest.raises(ShareCorruptedError, match=r"share 2 .* checksum mismatch"):
         SecretShare.from_bytes(bytes(encoded))
     with pytest.raises(ShareCorruptedError, match="truncated"):
         SecretShare.from_bytes(share.to_bytes()[:-40])

@@ -21,9 +21,10 @@ from services.core.supervisor import ServiceRunner, partner_env
 from services.exchange.training import train_federated_over_exchange
 from services.models.federated import federated_model_name
 from services.models.registry import ModelRegistry
-from services.protocol.fedlr_messages import EncryptedResiduals, UnmaskedGradient
+from services.protocol.exchange import open_payload
+from services.protocol.exchange_messages import EncryptedResiduals, UnmaskedGradient
+from services.protocol.kinds import kind_of
 from services.protocol.stream_messages import CustomerEvent, ExchangeMessage
-from services.protocol.training_messages import FEDLR_RESIDUALS, FEDLR_UNMASKED
 from services.scoring.scorer import Scorer
 
 PRODUCT = "travel_insurance"
@@ -98,9 +99,11 @@ async def test_training_over_topics_then_federated_scores_and_nothing_raw_crosse
         to_partner = [m for m in messages if m.sender == "bank"]
         labels = [row.label for row in history]
         assert bytes(labels[:64]) not in payloads and struct.pack(f"<{64}d", *labels[:64]) not in payloads
-        residuals = [EncryptedResiduals.from_bytes(m.payload) for m in to_partner if m.kind == FEDLR_RESIDUALS]
+        residuals = [open_payload(codec, m, EncryptedResiduals) for m in to_partner
+                     if m.kind == kind_of(EncryptedResiduals).name]
         assert residuals and all(r.encrypted and min(v.bit_length() for v in r.values) > 2048 for r in residuals)
-        gradients = [UnmaskedGradient.from_bytes(m.payload) for m in to_partner if m.kind == FEDLR_UNMASKED]
+        gradients = [open_payload(codec, m, UnmaskedGradient) for m in to_partner
+                     if m.kind == kind_of(UnmaskedGradient).name]
         assert gradients and all(min(v.bit_length() for v in g.values) > 1900 for g in gradients)  # masked mod n
     finally:
         services.stop_all()

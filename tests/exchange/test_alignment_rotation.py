@@ -4,8 +4,9 @@ from __future__ import annotations
 
 import redis.asyncio as aioredis
 
+from services.core.avro import AvroCodec
 from services.core.config import Settings
-from services.crypto.psi_link import AlignmentLink
+from services.crypto.psi.link import AlignmentLink
 
 
 async def _align(bank: AlignmentLink, partner: AlignmentLink, bank_ids: list[str], partner_ids: list[str]) -> dict[str, str]:
@@ -24,15 +25,17 @@ async def _align(bank: AlignmentLink, partner: AlignmentLink, bank_ids: list[str
     return joined
 
 
-async def test_rotation_realigns_with_new_join_ids_and_state_survives_a_restart(settings: Settings) -> None:
+async def test_rotation_realigns_with_new_join_ids_and_state_survives_a_restart(settings: Settings,
+                                                                               codec: AvroCodec) -> None:
     redis = aioredis.from_url(settings.redis_url.get_secret_value())
     prefix = settings.redis_key_prefix
-    bank, partner = AlignmentLink(redis, prefix + "b:", "bank"), AlignmentLink(redis, prefix + "p:", "partner")
+    bank = AlignmentLink(redis, prefix + "b:", "bank", codec)
+    partner = AlignmentLink(redis, prefix + "p:", "partner", codec)
     bank_ids, partner_ids = [f"id{i}" for i in range(0, 60)], [f"id{i}" for i in range(40, 100)]
     first = await _align(bank, partner, bank_ids, partner_ids)
     assert set(first) == {f"id{i}" for i in range(40, 60)}
 
-    restarted = AlignmentLink(redis, prefix + "b:", "bank")
+    restarted = AlignmentLink(redis, prefix + "b:", "bank", codec)
     await restarted.load()
     assert restarted.session_hex == bank.session_hex and restarted.party.joined_count() == 20  # type: ignore[union-attr]
 

@@ -12,6 +12,7 @@ import pytest
 from sklearn.linear_model import LogisticRegression
 from sklearn.metrics import roc_auc_score
 
+from services.core.avro import AvroCodec
 from services.crypto.paillier import PaillierPrivateKey
 from services.models.datasets import GuestTable, HostTable, load_vertical, stratified_split
 from services.models.fedlr import BankParty, PartnerParty, predict, train_federated
@@ -42,13 +43,14 @@ def federated_auc(bank: BankParty, partner: PartnerParty, bank_table: GuestTable
 
 
 @pytest.mark.slow  # every epoch under real 2048-bit Paillier
-def test_breast_federated_auc_with_encryption_matches_central(bank_private_key: PaillierPrivateKey) -> None:
+def test_breast_federated_auc_with_encryption_matches_central(bank_private_key: PaillierPrivateKey,
+                                                               codec: AvroCodec) -> None:
     bank_table, partner_table, train, test = split("breast")
     bank = BankParty(bank_table.join_ids, bank_table.labels, bank_table.features, private_key=bank_private_key,
                      learning_rate=1.0, workers=2)
     partner = PartnerParty(partner_table.join_ids, partner_table.features, workers=2)
     try:
-        report = train_federated(bank, partner, "batch", epochs=60, batch_size=0, join_ids=train)
+        report = train_federated(bank, partner, "batch", epochs=60, batch_size=0, codec=codec, join_ids=train)
     finally:
         bank.close()
         partner.close()
@@ -59,12 +61,12 @@ def test_breast_federated_auc_with_encryption_matches_central(bank_private_key: 
     assert abs(federated - central) <= AUC_TOLERANCE, (federated, central)
 
 
-def test_default_credit_federated_auc_matches_central() -> None:
+def test_default_credit_federated_auc_matches_central(codec: AvroCodec) -> None:
     bank_table, partner_table, train, test = split("default_credit")
     bank = BankParty(bank_table.join_ids, bank_table.labels, bank_table.features, encrypted=False,
                      learning_rate=0.15, shuffle_seed=1)
     partner = PartnerParty(partner_table.join_ids, partner_table.features)
-    train_federated(bank, partner, "minibatch", epochs=3, batch_size=256, join_ids=train)
+    train_federated(bank, partner, "minibatch", epochs=3, batch_size=256, codec=codec, join_ids=train)
     central = central_auc(bank_table, partner_table, train, test)
     federated = federated_auc(bank, partner, bank_table, test)
     assert central > 0.7
@@ -73,7 +75,7 @@ def test_default_credit_federated_auc_matches_central() -> None:
 
 @pytest.mark.parametrize("mode", ["minibatch", "online"])
 def test_default_credit_encrypted_batches_equal_the_plaintext_protocol(bank_private_key: PaillierPrivateKey,
-                                                                       mode: str) -> None:
+                                                                       mode: str, codec: AvroCodec) -> None:
     bank_table, partner_table, train, _ = split("default_credit")
     rows = train[:768]  # three batches of 256
     weights = []
@@ -82,7 +84,7 @@ def test_default_credit_encrypted_batches_equal_the_plaintext_protocol(bank_priv
                          encrypted=private_key is not None, learning_rate=0.15, shuffle_seed=1, workers=2)
         partner = PartnerParty(partner_table.join_ids, partner_table.features, workers=2)
         try:
-            report = train_federated(bank, partner, mode, epochs=1, batch_size=256, join_ids=rows)  # type: ignore[arg-type]
+            report = train_federated(bank, partner, mode, epochs=1, batch_size=256, codec=codec, join_ids=rows)  # type: ignore[arg-type]
         finally:
             bank.close()
             partner.close()

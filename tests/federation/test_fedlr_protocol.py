@@ -7,6 +7,7 @@ import struct
 import numpy as np
 import pytest
 
+from services.core.avro import AvroCodec
 from services.core.errors import ValidationError
 from services.crypto.paillier import PaillierPrivateKey, encode_fixed
 from services.models.fedlr import (
@@ -19,14 +20,14 @@ from services.models.fedlr import (
     predict,
     train_federated,
 )
-from services.protocol.fedlr_messages import (
+from services.protocol.exchange import decode_any
+from services.protocol.exchange_messages import (
     BatchPlan,
+    BatchScores,
     EncryptedResiduals,
     MaskedGradient,
-    PartialScores,
     TrainingStart,
     UnmaskedGradient,
-    decode_message,
 )
 
 
@@ -47,12 +48,13 @@ def parties(private_key: PaillierPrivateKey | None, rows: int = 300, seed: int =
     return bank, partner, labels, x_bank, x_partner
 
 
-def test_encrypted_training_gives_exactly_the_plaintext_protocol_math(bank_private_key: PaillierPrivateKey) -> None:
+def test_encrypted_training_gives_exactly_the_plaintext_protocol_math(bank_private_key: PaillierPrivateKey,
+                                                                       codec: AvroCodec) -> None:
     encrypted_bank, encrypted_partner, *_ = parties(bank_private_key)
     plain_bank, plain_partner, *_ = parties(None)
     for mode in ("minibatch", "online", "batch"):
-        train_federated(encrypted_bank, encrypted_partner, mode, epochs=1, batch_size=100)
-        train_federated(plain_bank, plain_partner, mode, epochs=1, batch_size=100)
+        train_federated(encrypted_bank, encrypted_partner, mode, epochs=1, batch_size=100, codec=codec)
+        train_federated(plain_bank, plain_partner, mode, epochs=1, batch_size=100, codec=codec)
         assert np.array_equal(encrypted_partner.weights, plain_partner.weights)
         assert np.array_equal(encrypted_bank.weights, plain_bank.weights)
     assert np.abs(encrypted_partner.weights).min() > 0
@@ -72,26 +74,27 @@ def residual_encodings_seen_in(payloads: list[bytes], residuals: np.ndarray, ban
     return sum(any(needle in payload for payload in payloads) for needle in needles)
 
 
-def test_partner_never_receives_labels_or_bank_features(bank_private_key: PaillierPrivateKey) -> None:
+def test_partner_never_receives_labels_or_bank_features(bank_private_key: PaillierPrivateKey, codec: AvroCodec) -> None:
     bank, partner, labels, x_bank, _ = parties(bank_private_key)
     transcript: Transcript = []
-    train_federated(bank, partner, "minibatch", epochs=1, batch_size=100, transcript=transcript)
+    train_federated(bank, partner, "minibatch", epochs=1, batch_size=100, codec=codec, transcript=transcript)
     received = partner_bound(transcript)
 
-    kinds = {type(decode_message(payload)) for payload in received}
+    messages = [decode_any(codec, payload) for payload in received]
+    kinds = {type(message) for message in messages}
     assert kinds == {TrainingStart, BatchPlan, EncryptedResiduals, UnmaskedGradient}
     fields = {f.name for kind in kinds for f in dataclasses.fields(kind)}
     assert fields == {"epoch", "batch_index", "public_key_n", "learning_rate", "l2", "encrypted", "join_ids",
-                      "width", "values", "exponent"}
+                      "width", "packed_values", "exponent"}
     for value in x_bank.ravel().tolist():
         assert not any(struct.pack(">d", value) in p or struct.pack("<d", value) in p for p in received)
 
     # The residuals (whose signs are the labels) are inside the ciphertexts, and only the key opens them.
-    residual_messages = [decode_message(p) for p in received if isinstance(decode_message(p), EncryptedResiduals)]
+    residual_messages = [m for m in messages if isinstance(m, EncryptedResiduals)]
     for message in residual_messages:
         assert message.encrypted
-        plan = next(decode_message(p) for p in received if isinstance(decode_message(p), BatchPlan)
-                    and (decode_message(p).epoch, decode_message(p).batch_index) == (message.epoch, message.batch_index))
+        plan = next(m for m in messages if isinstance(m, BatchPlan)
+                    and (m.epoch, m.batch_index) == (message.epoch, message.batch_index))
         residuals = np.array([bank.private_key.decrypt_fixed(c, message.exponent) for c in message.values])
         rows = [int(join_id.rsplit("-", 1)[1]) for join_id in plan.join_ids]
         assert np.array_equal(residuals < 0, labels[rows] == 1)
@@ -99,41 +102,41 @@ def test_partner_never_receives_labels_or_bank_features(bank_private_key: Pailli
         assert len(set(message.values)) == len(message.values)
 
 
-def test_the_leak_check_finds_residuals_when_nothing_is_encrypted() -> None:
+def test_the_leak_check_finds_residuals_when_nothing_is_encrypted(codec: AvroCodec) -> None:
     bank, partner, *_ = parties(None)
     transcript: Transcript = []
-    train_federated(bank, partner, "minibatch", epochs=1, batch_size=100, transcript=transcript)
+    train_federated(bank, partner, "minibatch", epochs=1, batch_size=100, codec=codec, transcript=transcript)
     received = partner_bound(transcript)
-    message = next(decode_message(p) for p in received if isinstance(decode_message(p), EncryptedResiduals))
+    message = next(m for m in (decode_any(codec, p) for p in received) if isinstance(m, EncryptedResiduals))
     residuals = np.array([v if v < bank.public_key.n // 2 else v - bank.public_key.n for v in message.values]) / 16**8
     assert residual_encodings_seen_in(received, residuals, bank) == len(residuals)
 
 
-def test_bank_never_receives_partner_features_and_cannot_read_the_gradient(bank_private_key) -> None:
+def test_bank_never_receives_partner_features_and_cannot_read_the_gradient(bank_private_key, codec: AvroCodec) -> None:
     bank, partner, _, _, x_partner = parties(bank_private_key)
     transcript: Transcript = []
-    train_federated(bank, partner, "minibatch", epochs=1, batch_size=100, transcript=transcript)
+    train_federated(bank, partner, "minibatch", epochs=1, batch_size=100, codec=codec, transcript=transcript)
     received = bank_bound(transcript)
-    assert {type(decode_message(p)) for p in received} == {PartialScores, MaskedGradient}
+    assert {type(decode_any(codec, p)) for p in received} == {BatchScores, MaskedGradient}
     for value in x_partner.ravel().tolist() + partner.training_features.ravel().tolist():
         if value == 0.0:  # eight zero bytes are in every header
             continue
         assert not any(struct.pack(">d", value) in p or struct.pack("<d", value) in p for p in received)
     # What the bank decrypts is the masked value: nowhere near the gradient's integer sums (< 2^70).
     for payload in received:
-        message = decode_message(payload)
+        message = decode_any(codec, payload)
         if isinstance(message, MaskedGradient):
             plaintexts = [bank_private_key.decrypt_raw(c) for c in message.values]
             assert all(2**70 < p < bank_private_key.public_key.n - 2**70 for p in plaintexts)
 
 
-def test_minimum_batch_size_is_enforced_with_a_clear_error() -> None:
+def test_minimum_batch_size_is_enforced_with_a_clear_error(codec: AvroCodec) -> None:
     bank, partner, *_ = parties(None, min_batch_size=64)
     for mode in ("minibatch", "online"):
         with pytest.raises(BatchTooSmallError, match="batch size 10 is below the minimum of 64"):
-            train_federated(bank, partner, mode, epochs=1, batch_size=10)
+            train_federated(bank, partner, mode, epochs=1, batch_size=10, codec=codec)
     with pytest.raises(BatchTooSmallError, match="cannot make one batch"):
-        train_federated(bank, partner, "batch", epochs=1, batch_size=0, join_ids=bank.join_ids[:20])
+        train_federated(bank, partner, "batch", epochs=1, batch_size=0, codec=codec, join_ids=bank.join_ids[:20])
     assert [len(plan.join_ids) for plan in bank.plan_epoch(0, 100, bank.join_ids[:290])] == [100, 100, 90]
     plans = bank.plan_epoch(0, 100, bank.join_ids[:250])  # a tail of 50 < 64 joins the batch before it
     assert [len(plan.join_ids) for plan in plans] == [100, 150]
@@ -141,7 +144,7 @@ def test_minimum_batch_size_is_enforced_with_a_clear_error() -> None:
     small = BatchPlan(0, 0, tuple(bank.join_ids[:10]))
     partner.on_training_start(bank.start())
     with pytest.raises(BatchTooSmallError):
-        bank.residuals_step(small, partner.scores_step(small.to_bytes()))
+        bank.residuals_step(small, partner.scores_step(small))
 
 
 def one_step_gradient(noise: GaussianNoise | None, features: int, rows: int = 400) -> tuple[np.ndarray, np.ndarray]:
@@ -151,7 +154,7 @@ def one_step_gradient(noise: GaussianNoise | None, features: int, rows: int = 40
     partner = PartnerParty(ids, x_partner, feature_bits=8, workers=1)
     partner.on_training_start(bank.start())
     plan = bank.plan_epoch(0, rows)[0]
-    residuals = bank.residuals_step(plan, partner.scores_step(plan.to_bytes()))
+    residuals = bank.residuals_step(plan, partner.scores_step(plan))
     gradient = partner.update_step(bank.decrypt_step(partner.gradient_step(residuals)))
     return gradient, partner._quantised.scales
 
@@ -171,10 +174,10 @@ def test_noise_changes_the_partner_gradient_within_its_calibrated_bounds() -> No
 def test_messages_out_of_order_are_refused(bank_private_key: PaillierPrivateKey) -> None:
     bank, partner, *_ = parties(None)
     with pytest.raises(ValidationError, match="training has not started"):
-        partner.public_key
+        _ = partner.public_key
     partner.on_training_start(bank.start())
     first, second = bank.plan_epoch(0, 100)[:2]
-    scores = partner.scores_step(first.to_bytes())
+    scores = partner.scores_step(first)
     with pytest.raises(ValidationError, match="do not answer the current batch plan"):
         bank.residuals_step(second, scores)
     residuals = bank.residuals_step(first, scores)
@@ -189,9 +192,9 @@ def test_messages_out_of_order_are_refused(bank_private_key: PaillierPrivateKey)
         partner.update_step(unmasked)
 
 
-def test_prediction_sends_only_partial_scores_and_matches_the_joint_model() -> None:
+def test_prediction_sends_only_partial_scores_and_matches_the_joint_model(codec: AvroCodec) -> None:
     bank, partner, labels, x_bank, x_partner = parties(None)
-    train_federated(bank, partner, "batch", epochs=30, batch_size=0)
+    train_federated(bank, partner, "batch", epochs=30, batch_size=0, codec=codec)
     joint = 1 / (1 + np.exp(-(x_bank @ bank.weights + bank.bias + x_partner @ partner.weights)))
     assert np.allclose(predict(bank, partner, bank.join_ids), joint)
     assert ((joint > 0.5) == labels).mean() > 0.8
@@ -199,7 +202,7 @@ def test_prediction_sends_only_partial_scores_and_matches_the_joint_model() -> N
         predict(bank, partner, ["nobody"])
 
 
-def test_two_worker_pools_train_the_same_model(bank_private_key: PaillierPrivateKey) -> None:
+def test_two_worker_pools_train_the_same_model(bank_private_key: PaillierPrivateKey, codec: AvroCodec) -> None:
     ids, labels, x_bank, x_partner = synthetic(300, 3, 9, seed=5)
     results = []
     for workers in (1, 2):
@@ -207,7 +210,7 @@ def test_two_worker_pools_train_the_same_model(bank_private_key: PaillierPrivate
                          workers=workers)
         partner = PartnerParty(ids, x_partner, workers=workers)
         try:
-            train_federated(bank, partner, "minibatch", epochs=1, batch_size=150)
+            train_federated(bank, partner, "minibatch", epochs=1, batch_size=150, codec=codec)
         finally:
             bank.close()
             partner.close()

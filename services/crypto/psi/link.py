@@ -3,33 +3,32 @@
 The bank opens a session (`open_session`: a psi_session message with the public parameters);
 the partner joins it (`join_session`). Then, on both sides, `blind` sends step 1 for new ids and
 `handle` answers the other side's step 1 or takes the answer to ours (steps 2 and 3), returning
-the ids that have just joined the intersection. What each message reveals: services/crypto/psi.py.
+the ids that have just joined the intersection. Messages travel as the protocol's classes in the
+party's Avro codec (`wire`); what each reveals: services/protocol/kinds.py and `protocol`.
 
 The PSI state (own raw ids and blinded points) is saved after every change under
-`<prefix>psi:state` in the party's own Redis, so alignment carries on after a restart. One worker
+`<prefix>psi:state` in the party's own Redis (`state`), so alignment carries on after a restart. One worker
 per party runs alignment at a time: the state is one object (the exchange services run a single
 active replica).
 """
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass, field
+from typing import TypeVar
 
 import redis.asyncio as aioredis
 
-from services.core.errors import ValidationError
+from services.core.avro import AvroCodec
+from services.core.errors import ConfigError, ValidationError
 from services.core.kafka import Outbound
+from services.crypto.psi import wire
+from services.crypto.psi.protocol import PsiError, PsiParty, PsiPartyKey, PsiRole, PsiSessionParams
+from services.crypto.psi.state import state_from_bytes, state_to_bytes
+from services.protocol.exchange import Party, envelope, open_payload
+from services.protocol.exchange_messages import PsiBlindedIds, PsiDoublyBlindedIds, PsiSession
+from services.protocol.kinds import kind_named
 from services.protocol.stream_messages import ExchangeMessage
-from services.crypto.psi import (
-    BlindedIds,
-    DoublyBlindedIds,
-    PsiError,
-    PsiParty,
-    PsiPartyKey,
-    PsiPartyState,
-    PsiRole,
-    PsiSessionParams,
-)
-from services.protocol.exchange import PSI_BLINDED, PSI_DOUBLY_BLINDED, PSI_SESSION, Party, envelope
 
 MAX_POINTS_PER_MESSAGE = 50_000
 """32 bytes a point: 1.6 MB a message, under the producer's request limit."""
@@ -37,12 +36,15 @@ MAX_POINTS_PER_MESSAGE = 50_000
 PSI_PROCESSES = 1
 """Services blind on their own core; the PSI benchmark shows the pool for bulk alignment."""
 
+T = TypeVar("T")
+
 
 @dataclass
 class AlignmentLink:
     redis: aioredis.Redis
     key_prefix: str
     party_name: Party
+    codec: AvroCodec
     party: PsiParty | None = None
     _joined_mark: int = field(default=0)
 
@@ -63,13 +65,16 @@ class AlignmentLink:
     async def load(self) -> None:
         """Carry on from the saved state, if any."""
         saved = await self.redis.get(self.state_key)
-        if saved is not None:
-            self.party = PsiParty.restore(PsiPartyState.from_bytes(saved), processes=PSI_PROCESSES)
-            self._joined_mark = self.party.joined_count()
+        if saved is None:
+            return
+        if not isinstance(saved, bytes):
+            raise ConfigError("the PSI state is bytes: its Redis client must not decode responses")
+        self.party = PsiParty.restore(state_from_bytes(self.codec, saved), processes=PSI_PROCESSES)
+        self._joined_mark = self.party.joined_count()
 
     async def save(self) -> None:
         if self.party is not None:
-            await self.redis.set(self.state_key, self.party.snapshot().to_bytes())
+            await self.redis.set(self.state_key, state_to_bytes(self.codec, self.party.snapshot()))
 
     async def open_session(self, ttl_s: int | None = None) -> Outbound:
         """Bank: start a new session (a rotation ends the old one) and tell the partner its parameters."""
@@ -77,11 +82,12 @@ class AlignmentLink:
         self.party = PsiParty(PsiPartyKey.generate(self.role, params), processes=PSI_PROCESSES)
         self._joined_mark = 0
         await self.save()
-        return envelope(PSI_SESSION, self.party_name, self.session_hex, params.to_bytes())
+        return envelope(self.codec, wire.to_message(params), self.party_name, self.session_hex)
 
     async def join_session(self, message: ExchangeMessage) -> bool:
         """Partner: take the bank's session parameters. False if it is the session already joined."""
-        params = _parse(PsiSessionParams.from_bytes, message.payload)
+        session = open_payload(self.codec, message, PsiSession)
+        params = _parse(lambda: wire.session_params(session))
         if self.party is not None and self.party.session_id == params.session_id:
             return False
         self.party = PsiParty(PsiPartyKey.generate(self.role, params), processes=PSI_PROCESSES)
@@ -96,7 +102,7 @@ class AlignmentLink:
         if not len(blinded):
             return []
         await self.save()
-        return [envelope(PSI_BLINDED, self.party_name, self.session_hex, chunk.to_bytes())
+        return [envelope(self.codec, wire.to_message(chunk), self.party_name, self.session_hex)
                 for chunk in blinded.chunks(MAX_POINTS_PER_MESSAGE)]
 
     async def handle(self, message: ExchangeMessage) -> tuple[list[Outbound], dict[str, str]]:
@@ -107,12 +113,15 @@ class AlignmentLink:
         party = self._require_party()
         self.check_session(message)
         replies: list[Outbound] = []
-        if message.kind == PSI_BLINDED:
-            answer = _parse(lambda raw: party.reblind(BlindedIds.from_bytes(raw)), message.payload)  # type: ignore[arg-type]
-            replies.append(envelope(PSI_DOUBLY_BLINDED, self.party_name, self.session_hex, answer.to_bytes(),
+        kind = kind_named(message.kind)
+        if kind.message is PsiBlindedIds:
+            blinded = open_payload(self.codec, message, PsiBlindedIds)
+            answer = _parse(lambda: party.reblind(wire.blinded_ids(blinded)))
+            replies.append(envelope(self.codec, wire.to_message(answer), self.party_name, self.session_hex,
                                     correlation_id=message.message_id))
-        elif message.kind == PSI_DOUBLY_BLINDED:
-            _parse(lambda raw: party.receive(DoublyBlindedIds.from_bytes(raw)), message.payload)  # type: ignore[arg-type]
+        elif kind.message is PsiDoublyBlindedIds:
+            doubly_blinded = open_payload(self.codec, message, PsiDoublyBlindedIds)
+            _parse(lambda: party.receive(wire.doubly_blinded_ids(doubly_blinded)))
         else:
             raise ValidationError(f"{message.kind} is not a PSI step", reason="unknown_kind")
         joined = party.joined_after(self._joined_mark)
@@ -132,9 +141,9 @@ class AlignmentLink:
         return self.party
 
 
-def _parse(parse, payload: bytes):  # type: ignore[no-untyped-def]
+def _parse(step: Callable[[], T]) -> T:
     """PSI's own errors (bad points, wrong batch, expired session) become dead letters with the reason."""
     try:
-        return parse(payload)
+        return step()
     except PsiError as error:
         raise ValidationError(f"PSI: {error}", reason="bad_psi_message") from error

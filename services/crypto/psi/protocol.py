@@ -7,17 +7,17 @@ salt, expiry). H maps an id to a ristretto255 point (hash-to-group, below). Blin
 is scalar multiplication, and it commutes: k_B·(k_A·H(x)) = k_A·(k_B·H(x)), so a doubly
 blinded point is the same whichever side blinded first.
 
-Who sends what, and what each side learns (semi-honest parties; the topics are readable by
-the two endpoints only). Shown for the bank's ids; the partner's ids go the other way in the
-same steps at the same time:
-
-| step | from -> to | message | what the receiver learns |
-| --- | --- | --- | --- |
-| 0 | initiator -> responder | `PsiSessionParams`: session id, salt, expiry | nothing private |
-| 1 | bank -> partner | `BlindedIds`: k_A·H(a) for each bank id a, in a uniformly random order | the number of bank ids, #A; nothing about any a (DDH: k_A·H(a) looks random without k_A) |
-| 2 | partner -> bank | `DoublyBlindedIds`: k_B·k_A·H(a), in the order received | nothing by itself: random-looking points, which the bank maps back to its own ids by position |
-| 3 | bank, locally | intersects its own ids' doubly blinded points (step 2) with those it computed for the partner's ids (its own step 2) | #(A ∩ B); which of its own ids are in A ∩ B, and their join ids; for each match, the position of that id in the partner's shuffled step-1 message (a random position, so nothing more) |
-| 3 | partner, locally | the same on its side | #(A ∩ B); which of its own ids are in A ∩ B, and their join ids; the matching positions of the bank's shuffled message (nothing more) |
+Who sends what, and what the receiver of each message learns: the `psi` rows of the table of
+message kinds, services/protocol/kinds.py (rendered in README.md; semi-honest parties, the
+exchange topics readable by the two endpoints only); `wire` turns these values into those
+messages. For the bank's ids (the partner's go the other way in the same steps at the same
+time): 0, the bank sends `PsiSessionParams`; 1, `blind` sends `BlindedIds`, k_A·H(a) for each
+bank id a in a uniformly random order; 2, the partner's `reblind` answers `DoublyBlindedIds`,
+k_B·k_A·H(a) in the order received; 3, locally, each side intersects its own ids' doubly blinded
+points (the answers to its step 1) with those it computed for the other side's ids (its own
+step 2) and learns #(A ∩ B), which of its own ids are in A ∩ B and their join ids, and for each
+match the position of that id in the other side's shuffled step-1 message (a random position,
+so nothing more).
 
 Neither side learns any id outside the intersection: a point k_B·k_A·H(b) for b not in A is
 random-looking to the bank (it would need k_B to test a guess b). The join id is a keyed
@@ -42,7 +42,7 @@ per-session salt makes points of one session useless in another (no precomputed 
 Incremental alignment: `PsiParty` keeps its own ids' doubly blinded points and the doubly
 blinded points it computed for the other side, so new ids on either side go through steps 1
 and 2 alone (blinded with the same keys) and are matched against what is stored. The whole
-state survives a restart through `PsiParty.snapshot()` / `PsiPartyState.to_bytes()`.
+state survives a restart through `PsiParty.snapshot()`, stored in the party's own Redis by `state`.
 
 Key rotation: a session ends at `expires_at_s`; every method refuses to work after it
 (`PsiSessionExpiredError`). Rotating means a new session (new salt, new scalars) and a full
@@ -80,7 +80,7 @@ import struct
 import time
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import ClassVar, TypeVar
+from typing import Self, TypeVar
 
 import numpy as np
 import rbcl
@@ -150,16 +150,14 @@ class PsiSessionParams:
     """Public parameters both parties agree on before step 1 (sent by the initiator).
 
     >>> params = PsiSessionParams.new(ttl_s=3600, now_s=1_700_000_000)
-    >>> PsiSessionParams.from_bytes(params.to_bytes()) == params, len(params.to_bytes())
-    (True, 64)
+    >>> params.expires_at_s - params.created_at_s, len(params.session_id), len(params.salt)
+    (3600, 16, 32)
     """
 
     session_id: bytes
     salt: bytes
     created_at_s: int
     expires_at_s: int
-
-    _LAYOUT: ClassVar[struct.Struct] = struct.Struct(f">{SESSION_ID_BYTES}s{SALT_BYTES}sqq")
 
     def __post_init__(self) -> None:
         if len(self.session_id) != SESSION_ID_BYTES or len(self.salt) != SALT_BYTES:
@@ -178,16 +176,6 @@ class PsiSessionParams:
         """A fresh session: random id and salt, expiring `ttl_s` seconds from now."""
         created_at_s = int(time.time()) if now_s is None else now_s
         return cls(token_bytes(SESSION_ID_BYTES), token_bytes(SALT_BYTES), created_at_s, created_at_s + ttl_s)
-
-    def to_bytes(self) -> bytes:
-        return self._LAYOUT.pack(self.session_id, self.salt, self.created_at_s, self.expires_at_s)
-
-    @classmethod
-    def from_bytes(cls, encoded: bytes) -> PsiSessionParams:
-        if len(encoded) != cls._LAYOUT.size:
-            raise PsiMessageError(f"session parameters are {cls._LAYOUT.size} bytes, got {len(encoded)}")
-        session_id, salt, created_at_s, expires_at_s = cls._LAYOUT.unpack(encoded)
-        return cls(session_id, salt, created_at_s, expires_at_s)
 
     def hash_prefix(self) -> bytes:
         """The framed prefix hashed before each id (see the module docstring)."""
@@ -236,27 +224,27 @@ class PsiPartyKey:
         return cls(role, params, scalar)
 
     def to_bytes(self) -> bytes:
-        return bytes([self.role.value]) + self.params.to_bytes() + self.scalar
+        """The key as one party stores it in its secret store (97 bytes: role, session id, salt,
+        creation and expiry, scalar); it never crosses to the other side."""
+        params = self.params
+        return _KEY_LAYOUT.pack(self.role.value, params.session_id, params.salt, params.created_at_s,
+                                params.expires_at_s, self.scalar)
 
     @classmethod
     def from_bytes(cls, encoded: bytes) -> PsiPartyKey:
-        if len(encoded) != 1 + PsiSessionParams._LAYOUT.size + SCALAR_BYTES or encoded[0] not in (1, 2):
+        if len(encoded) != _KEY_LAYOUT.size or encoded[0] not in (1, 2):
             raise PsiError("not a serialised PsiPartyKey")
-        params_end = 1 + PsiSessionParams._LAYOUT.size
-        return cls(PsiRole(encoded[0]), PsiSessionParams.from_bytes(encoded[1:params_end]), encoded[params_end:])
+        role, session_id, salt, created_at_s, expires_at_s, scalar = _KEY_LAYOUT.unpack(encoded)
+        return cls(PsiRole(role), PsiSessionParams(session_id, salt, created_at_s, expires_at_s), scalar)
 
 
-_MAGIC = b"CSPS"
-_WIRE_VERSION = 1
-_HEADER = struct.Struct(f">4sBBB{SESSION_ID_BYTES}sQQI")
-"""magic, version, kind, sender role, session id, batch id, offset, point count."""
+_KEY_LAYOUT = struct.Struct(f">B{SESSION_ID_BYTES}s{SALT_BYTES}sqq{SCALAR_BYTES}s")
 
 
 @dataclass(frozen=True)
 class _PointBatch:
-    """A run of 32-byte points: the whole of one batch or a chunk of it starting at `offset`."""
-
-    KIND: ClassVar[int] = 0
+    """A run of 32-byte points: the whole of one batch or a chunk of it starting at `offset`.
+    On the wire it is a `PsiBlindedIds` or `PsiDoublyBlindedIds` (`wire`)."""
 
     session_id: bytes
     sender: PsiRole
@@ -269,6 +257,8 @@ class _PointBatch:
             raise PsiMessageError(f"points must be a multiple of {POINT_BYTES} bytes, got {len(self.points)}")
         if len(self.session_id) != SESSION_ID_BYTES:
             raise PsiMessageError(f"session id must be {SESSION_ID_BYTES} bytes")
+        if self.batch_id < 0 or self.offset < 0:
+            raise PsiMessageError(f"batch id {self.batch_id} and offset {self.offset} must not be negative")
 
     def __len__(self) -> int:
         return len(self.points) // POINT_BYTES
@@ -280,7 +270,7 @@ class _PointBatch:
         points = self.points
         return (points[start : start + POINT_BYTES] for start in range(0, len(points), POINT_BYTES))
 
-    def chunks(self, max_points: int) -> Iterator[_PointBatch]:
+    def chunks(self, max_points: int) -> Iterator[Self]:
         """Split into messages of at most `max_points` points (about 32 bytes each) for Kafka;
         each chunk is answered on its own, in any order."""
         if max_points < 1:
@@ -295,53 +285,25 @@ class _PointBatch:
                 self.points[start : start + step_bytes],
             )
 
-    def to_bytes(self) -> bytes:
-        header = _HEADER.pack(
-            _MAGIC, _WIRE_VERSION, self.KIND, self.sender.value, self.session_id, self.batch_id, self.offset, len(self)
-        )
-        return header + self.points
-
-    @classmethod
-    def from_bytes(cls, encoded: bytes) -> _PointBatch:
-        if len(encoded) < _HEADER.size:
-            raise PsiMessageError("PSI message shorter than its header")
-        magic, version, kind, sender, session_id, batch_id, offset, count = _HEADER.unpack_from(encoded)
-        if magic != _MAGIC or version != _WIRE_VERSION:
-            raise PsiMessageError("not a PSI message of wire version 1")
-        if kind != cls.KIND:
-            raise PsiMessageError(f"expected a {cls.__name__} message, got kind {kind}")
-        if sender not in (1, 2):
-            raise PsiMessageError(f"unknown sender role {sender}")
-        points = encoded[_HEADER.size :]
-        if len(points) != count * POINT_BYTES:
-            raise PsiMessageError(f"header says {count} points, body holds {len(points)} bytes")
-        return cls(session_id, PsiRole(sender), batch_id, offset, points)
-
 
 @dataclass(frozen=True)
 class BlindedIds(_PointBatch):
     """Step 1: k_sender·H(id) for the sender's ids, in a random order the sender remembers.
-    On the wire: a 43-byte header and 32 bytes per id.
 
     >>> params = PsiSessionParams.new(now_s=0)
     >>> bank = PsiParty(PsiPartyKey.generate(PsiRole.BANK, params), now_s=lambda: 1)
     >>> message = bank.blind(["c1", "c2", "c3"])
-    >>> len(message), len(message.to_bytes()), BlindedIds.from_bytes(message.to_bytes()) == message
-    (3, 139, True)
+    >>> len(message), len(message.points)
+    (3, 96)
     >>> [len(chunk) for chunk in message.chunks(max_points=2)]
     [2, 1]
     """
-
-    KIND: ClassVar[int] = 1
 
 
 @dataclass(frozen=True)
 class DoublyBlindedIds(_PointBatch):
     """Step 2: the answer to one `BlindedIds` (or chunk): each point multiplied by the
-    re-blinder's scalar, same batch id, offset and order. `sender` is the re-blinder.
-    On the wire: a 43-byte header and 32 bytes per id."""
-
-    KIND: ClassVar[int] = 2
+    re-blinder's scalar, same batch id, offset and order. `sender` is the re-blinder."""
 
 
 @dataclass(frozen=True)
@@ -397,14 +359,15 @@ class _PendingBatch:
 class PsiPartyState:
     """Everything a party needs to carry on after a restart: its key, the batches awaiting an
     answer, its own ids' doubly blinded points and those it computed for the other side.
-    It holds the party's own raw ids: store it where the party keeps its customer data.
+    It holds the party's own raw ids: store it where the party keeps its customer data
+    (`state.state_to_bytes`, in the party's own Redis).
 
     >>> params = PsiSessionParams.new(now_s=0)
     >>> bank = PsiParty(PsiPartyKey.generate(PsiRole.BANK, params), now_s=lambda: 1)
     >>> _ = bank.blind(["c1"])
     >>> state = bank.snapshot()
-    >>> PsiPartyState.from_bytes(state.to_bytes()) == state
-    True
+    >>> [ids for ids, answered in state.pending.values()], dict(state.own_doubly_blinded)
+    ([('c1',)], {})
     """
 
     key: PsiPartyKey
@@ -412,71 +375,6 @@ class PsiPartyState:
     pending: Mapping[int, tuple[tuple[str, ...], bytes]]
     own_doubly_blinded: Mapping[str, bytes]
     other_doubly_blinded: frozenset[bytes]
-
-    _MAGIC: ClassVar[bytes] = b"CSPSTATE1"
-
-    def to_bytes(self) -> bytes:
-        parts = [self._MAGIC, _len_prefixed(self.key.to_bytes()), struct.pack(">QI", self.next_batch_id, len(self.pending))]
-        for batch_id, (ids, answered) in sorted(self.pending.items()):
-            parts.append(struct.pack(">QI", batch_id, len(ids)))
-            parts.extend(_len_prefixed(sent_id.encode()) for sent_id in ids)
-            parts.append(answered)
-        parts.append(struct.pack(">I", len(self.own_doubly_blinded)))
-        for own_id, point in self.own_doubly_blinded.items():
-            parts.append(_len_prefixed(own_id.encode()) + point)
-        parts.append(struct.pack(">I", len(self.other_doubly_blinded)))
-        parts.extend(sorted(self.other_doubly_blinded))
-        return b"".join(parts)
-
-    @classmethod
-    def from_bytes(cls, encoded: bytes) -> PsiPartyState:
-        reader = _Reader(encoded)
-        if reader.take(len(cls._MAGIC)) != cls._MAGIC:
-            raise PsiError("not a serialised PsiPartyState")
-        key = PsiPartyKey.from_bytes(reader.take_len_prefixed())
-        next_batch_id, pending_count = reader.unpack(">QI")
-        pending: dict[int, tuple[tuple[str, ...], bytes]] = {}
-        for _ in range(pending_count):
-            batch_id, id_count = reader.unpack(">QI")
-            ids = tuple(reader.take_len_prefixed().decode() for _ in range(id_count))
-            pending[batch_id] = (ids, reader.take(id_count))
-        (own_count,) = reader.unpack(">I")
-        own = {reader.take_len_prefixed().decode(): reader.take(POINT_BYTES) for _ in range(own_count)}
-        (other_count,) = reader.unpack(">I")
-        other = frozenset(reader.take(POINT_BYTES) for _ in range(other_count))
-        reader.expect_end()
-        return cls(key, next_batch_id, pending, own, other)
-
-
-def _len_prefixed(value: bytes) -> bytes:
-    return struct.pack(">I", len(value)) + value
-
-
-class _Reader:
-    """Reads a serialised state front to back, failing clearly on truncation."""
-
-    def __init__(self, encoded: bytes) -> None:
-        self._view = memoryview(encoded)
-        self._position = 0
-
-    def take(self, size: int) -> bytes:
-        if self._position + size > len(self._view):
-            raise PsiError("serialised PSI state is truncated")
-        value = bytes(self._view[self._position : self._position + size])
-        self._position += size
-        return value
-
-    def take_len_prefixed(self) -> bytes:
-        (size,) = self.unpack(">I")
-        return self.take(size)
-
-    def unpack(self, layout: str) -> tuple[int, ...]:
-        values: tuple[int, ...] = struct.unpack(layout, self.take(struct.calcsize(layout)))
-        return values
-
-    def expect_end(self) -> None:
-        if self._position != len(self._view):
-            raise PsiError("serialised PSI state has trailing bytes")
 
 
 class PsiParty:
@@ -632,7 +530,7 @@ class PsiParty:
         >>> bank = PsiParty(PsiPartyKey.generate(PsiRole.BANK, params), now_s=lambda: 1)
         >>> partner = PsiParty(PsiPartyKey.generate(PsiRole.PARTNER, params), now_s=lambda: 1)
         >>> sent = bank.blind(["c1"])
-        >>> bank = PsiParty.restore(PsiPartyState.from_bytes(bank.snapshot().to_bytes()), now_s=lambda: 1)
+        >>> bank = PsiParty.restore(bank.snapshot(), now_s=lambda: 1)  # as if stored and read back
         >>> bank.receive(partner.reblind(sent))
         >>> partner.receive(bank.reblind(partner.blind(["c1"])))
         >>> list(bank.intersect().join_ids)
