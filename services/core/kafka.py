@@ -68,6 +68,9 @@ RETRY_BACKOFF_MAX_S = 2.0
 BROKER_PROBE_INTERVAL_S = 2.0
 BROKER_PROBE_TIMEOUT_S = 2.0
 TRANSACTION_TIMEOUT_MS = 10_000
+# A message sent before `Publisher.start()` (a faust agent dead-lettering before the app task that
+# starts the stages has run) waits this long for it instead of failing.
+PUBLISHER_START_WAIT_S = 30.0
 TRANSACTION_RETRY_BACKOFF_MS = 5
 
 
@@ -203,9 +206,11 @@ class Publisher:
         self._pending: list[asyncio.Future[Any]] = []
         self._sent_per_topic: dict[str, int] = {}
         self._unkeyed = 0
+        self._started = asyncio.Event()
 
     async def start(self) -> None:
         await self._producer_for_servers(self.settings.kafka_bootstrap_servers)
+        self._started.set()
 
     async def _producer_for_servers(self, servers: str) -> AIOKafkaProducer:
         """One producer per cluster; the exchange cluster's is made on the first exchange message."""
@@ -269,6 +274,7 @@ class Publisher:
                 await asyncio.wait_for(producer.abort_transaction(), BROKER_PROBE_TIMEOUT_S)
 
     async def stop(self) -> None:
+        self._started.clear()
         producers, self._producers = self._producers, {}
         for producer in producers.values():
             await producer.stop()
@@ -289,8 +295,15 @@ class Publisher:
             await self.send_bytes(outbound.topic, outbound.key.encode(), value, list(trace_decision.forwarded_headers))
 
     async def send_bytes(self, topic: str, key: bytes | None, value: bytes | None, headers: list[tuple[str, bytes]]) -> None:
-        if not self._producers:
-            raise UnreachableError("publisher used before start()")
+        if not self._started.is_set():
+            # reporting's agent runs as soon as faust has its partitions, maybe before the app task
+            # that starts the stages (and this publisher) has: its dead letters wait for the start.
+            try:
+                await asyncio.wait_for(self._started.wait(), PUBLISHER_START_WAIT_S)
+            except asyncio.TimeoutError:
+                raise UnreachableError(f"publisher not started within {PUBLISHER_START_WAIT_S:.0f} s") from None
+        if not self._producers:  # between the two producers of `restart_transactions`
+            raise UnreachableError("publisher has no producer")
         servers = cluster_of(self.settings, topic)
         full_topic = self.settings.topic(topic)
         partitions = self._partitions.get(full_topic)
