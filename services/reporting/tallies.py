@@ -11,7 +11,9 @@ Why that holds (faust at-least-once, core/kafka.py `build_app`):
 - nothing twice: one row is written only by its own source partition's messages, in offset order,
   each changelog record holding the counts and the offset together, through an idempotent producer
   (no reordering or duplicate in a changelog partition). The row restored is therefore the count of
-  a prefix of that partition, and `counted` skips exactly the re-read messages in it.
+  a prefix of that partition, and `counted` skips exactly the re-read messages in it, as long as a
+  partition reaches the agent in offset order, each message at least once: faust breaks that at the
+  end of a recovery unless core/faust_transport.py holds it to it.
 faust's exactly-once is not used: it left changelog rows out of the transaction that committed
 their source offsets. What it gave beyond this, fencing a replica that lost its partitions but still
 writes (it would have to miss its heartbeats for the whole session timeout and keep processing), is
