@@ -81,7 +81,7 @@ def bootstrap(
     registry = SchemaRegistryClient(settings.schema_registry_url) if settings.schema_registry_url else None
     codec = AvroCodec(SchemaStore(settings.schema_dir, registry), fast_writers)
     app = build_app(settings, name, uses_faust_kafka=uses_faust_tables)
-    # A faust-table service (reporting) gets its exactly-once from faust; its own publisher only
+    # A faust-table service (reporting) counts once through its table (reporting/tallies.py); its own publisher only
     # writes dead letters, outside any stage batch, so it is not transactional.
     publisher = Publisher(settings, codec, name,
                           transactional_id=None if uses_faust_tables else transactional_id(settings, name))

@@ -4,6 +4,20 @@ A row counts the messages of one source partition for one campaign and day, and 
 offset of the last message it counted. Kafka delivers a partition in offset order, so a message at
 or below that offset was counted before a restart and is skipped when it is read again: each
 message counts once although the faust table and the consumer offsets are not written together.
+Why that holds (faust at-least-once, core/kafka/faust_app.py `build_app`):
+- nothing lost: a source offset is committed only once the broker has acknowledged the changelog
+  rows of every message before it (core/kafka/faust_transport.py), and a restart or a standby's takeover
+  restores the changelog up to its end before the source is read again from the committed offset;
+- nothing twice: one row is written only by its own source partition's messages, in offset order,
+  each changelog record holding the counts and the offset together, through an idempotent producer
+  (no reordering or duplicate in a changelog partition). The row restored is therefore the count of
+  a prefix of that partition, and `counted` skips exactly the re-read messages in it, as long as a
+  partition reaches the agent in offset order, each message at least once: faust breaks that at the
+  end of a recovery unless core/kafka/faust_transport.py holds it to it.
+faust's exactly-once is not used: it left changelog rows out of the transaction that committed
+their source offsets. What it gave beyond this, fencing a replica that lost its partitions but still
+writes (it would have to miss its heartbeats for the whole session timeout and keep processing), is
+not covered: such a late row could hide newer counts from a later restore.
 Rows hold counts only, never a customer id, so an erasure has nothing to clear here.
 
 Rows older than the retention are deleted (a tombstone in the changelog) while a message of the same

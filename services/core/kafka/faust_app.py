@@ -27,9 +27,17 @@ def build_app(settings: Settings, service: str, uses_faust_kafka: bool = False, 
         consumer_auto_offset_reset="earliest",
         topic_partitions=settings.topic_partitions,
         topic_allow_declare=True,
-        # faust's exactly-once: transactional producers, and its consumers read committed only,
-        # so a table never counts an output of an aborted upstream transaction.
-        processing_guarantee="exactly_once" if settings.exactly_once else "at_least_once",
+        # Not faust's exactly-once: it commits a partition's transaction without the changelog
+        # rows still in its producer buffer (they land in the next transaction, which a kill
+        # aborts, while the source offsets stay committed), and it restores a table only up to
+        # the last stable offset its consumer happened to fetch before the rebalance (none: no
+        # restore at all). At-least-once with the changelog acknowledged before every commit
+        # (faust_transport.ChangelogFirstProducer) and rows that keep their last source offset
+        # (reporting/tallies.py) counts each message once. Still read_committed on Kafka, so a
+        # table never counts an output of an aborted upstream transaction.
+        processing_guarantee="at_least_once",
+        read_committed=settings.exactly_once,
+        idempotent=settings.exactly_once,
         producer_acks=-1,
         producer_linger=0.002,
         broker_rebalance_timeout=settings.broker_rebalance_timeout_s,
