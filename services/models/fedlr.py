@@ -494,19 +494,17 @@ def train_federated(bank: BankParty, partner: PartnerParty, mode: Mode, epochs: 
     step_size = len(rows) if mode == "batch" else batch_size
     report = TrainingReport(mode, epochs)
 
-    def to_partner(message: M) -> M:
-        payload = codec.encode(message)
-        report.bytes_to_partner += len(payload)
-        if transcript is not None:
-            transcript.append(("to_partner", payload))
-        return codec.decode(payload, type(message))
+    def crossing(direction: str) -> Callable[[M], M]:
+        """Each message as the topics carry it: encoded, counted, recorded, decoded on the other side."""
+        def cross(message: M) -> M:
+            payload = codec.encode(message)
+            setattr(report, f"bytes_{direction}", getattr(report, f"bytes_{direction}") + len(payload))
+            if transcript is not None:
+                transcript.append((direction, payload))
+            return codec.decode(payload, type(message))
+        return cross
 
-    def to_bank(message: M) -> M:
-        payload = codec.encode(message)
-        report.bytes_to_bank += len(payload)
-        if transcript is not None:
-            transcript.append(("to_bank", payload))
-        return codec.decode(payload, type(message))
+    to_partner, to_bank = crossing("to_partner"), crossing("to_bank")
 
     partner.on_training_start(to_partner(bank.start()))
     for epoch in range(epochs):
