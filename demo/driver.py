@@ -31,6 +31,7 @@ from services.core.waiting import wait_committed_to_end, wait_until
 from services.dispatch.admin import uplift_reports
 from services.dispatch.campaigns import load_campaign_file
 from services.dispatch.uplift import Uplift
+from services.protocol.bank_keys import BankKeys, parse_partial_score
 from services.protocol.catalog import CHANNELS, all_topic_names, offers_topic
 from services.protocol.stream_messages import CustomerScores, Offer, Suppression
 from services.reporting.tallies import campaign_totals
@@ -138,9 +139,10 @@ async def _align(settings: Settings, population: list, summary: DemoSummary,  # 
     started = time.monotonic()
     await produce(settings.kafka_bootstrap_servers, settings.topic("partner.features.raw"), feed)
     redis = aioredis.from_url(settings.redis_url.get_secret_value())
+    keys = BankKeys(settings.redis_key_prefix)
     try:
         while time.monotonic() - started < timeout_s:
-            summary.aligned = len([key async for key in redis.scan_iter(match=f"{settings.redis_key_prefix}join:*", count=1000)])
+            summary.aligned = len([key async for key in redis.scan_iter(match=keys.join_pattern(), count=1000)])
             if summary.aligned >= summary.shared_people:
                 break
             await asyncio.sleep(0.3)
@@ -169,21 +171,22 @@ async def _train_federated(settings: Settings, population: list, summary: DemoSu
 async def _wait_for_partial_scores(settings: Settings, model_name: str, partner_version: str,
                                    timeout_s: float = 60.0) -> None:
     """Wait until the exchange service has stored a partial score of `partner_version` for every
-    aligned customer (`partial:<join id>` -> {model: "<version>|<score>"}, services/exchange/app.py)."""
+    aligned customer (the exchange's keys, services/protocol/bank_keys.py)."""
     import redis.asyncio as aioredis
 
     redis = aioredis.from_url(settings.redis_url.get_secret_value(), decode_responses=True)  # str values
+    keys = BankKeys(settings.redis_key_prefix)
     current = 0
     try:
-        join_keys = [key async for key in redis.scan_iter(match=f"{settings.redis_key_prefix}join:*", count=1000)]
+        join_keys = [key async for key in redis.scan_iter(match=keys.join_pattern(), count=1000)]
         join_ids = [str(join_id) for join_id in await redis.mget(join_keys) if join_id] if join_keys else []
 
         async def every_partial_score_current() -> bool:
             nonlocal current
             pipeline = redis.pipeline(transaction=False)
             for join_id in join_ids:
-                pipeline.hget(f"{settings.redis_key_prefix}partial:{join_id}", model_name)
-            versions = [str(value).split("|", 1)[0] for value in await pipeline.execute() if value is not None]
+                pipeline.hget(keys.partial(join_id), model_name)
+            versions = [parse_partial_score(str(value))[0] for value in await pipeline.execute() if value is not None]
             current = versions.count(partner_version)
             return current >= len(join_ids)
 

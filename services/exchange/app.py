@@ -31,7 +31,6 @@ MAX_IDS_PER_REQUEST = 100_000
 class BankExchange:
     def __init__(self, redis: aioredis.Redis, key_prefix: str, codec: AvroCodec) -> None:
         self.redis = redis
-        self.key_prefix = key_prefix
         self.keys = BankKeys(key_prefix)
         self.codec = codec
         self.link = AlignmentLink(redis, key_prefix, "bank", codec)

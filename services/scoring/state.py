@@ -13,7 +13,7 @@ the partner's partial scores for it.
 from __future__ import annotations
 
 import json
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field
 from typing import Any
 
 import numpy as np
@@ -41,10 +41,11 @@ class ScoringState:
     redis: aioredis.Redis
     key_prefix: str
     _store_features_script: Any = None
+    # Built once: the score handler names a join key per event.
+    bank_keys: BankKeys = field(init=False)
 
-    @property
-    def bank_keys(self) -> BankKeys:
-        return BankKeys(self.key_prefix)
+    def __post_init__(self) -> None:
+        self.bank_keys = BankKeys(self.key_prefix)
 
     def key(self, kind: str, customer_id: str) -> str:
         return f"{self.key_prefix}{kind}:{customer_id}"
