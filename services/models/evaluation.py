@@ -27,3 +27,25 @@ def roc_auc(labels: np.ndarray, scores: np.ndarray) -> float | None:
     ranks = (sums / counts)[inverse]
     rank_sum = float(ranks[positives].sum())
     return (rank_sum - count_positive * (count_positive + 1) / 2) / (count_positive * count_negative)
+
+
+def calibration_shift(log_odds: np.ndarray, labels: np.ndarray, bound: float = 20.0) -> float:
+    """The shift of every log-odds that makes the mean predicted probability equal the observed
+    rate ("calibration in the large": a model trained on other units, such as customers rather
+    than contacts, keeps its ranking and is put on the rows' scale). Found by bisection: the
+    summed probability grows with the shift.
+
+    >>> z = np.array([-1.0, 0.0, 1.0, 2.0])
+    >>> shift = calibration_shift(z, np.array([0, 0, 0, 1]))
+    >>> round(float(np.mean(1 / (1 + np.exp(-(z + shift))))), 6)
+    0.25
+    """
+    target = float(labels.sum())
+    low, high = -bound, bound
+    for _ in range(100):
+        middle = (low + high) / 2
+        if float(np.sum(1.0 / (1.0 + np.exp(-(log_odds + middle))))) < target:
+            low = middle
+        else:
+            high = middle
+    return (low + high) / 2
