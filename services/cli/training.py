@@ -110,7 +110,7 @@ def report_table(report: BootstrapReport) -> Table:
     """One row per product: the bank-only model trained (or the fallback and why), the federated one."""
     table = Table(title=f"Models trained from {report.source} ({report.history_rows} history rows)", show_header=True)
     for column in ("product", "bank-only model", "rows / converted", "holdout AUC", "federated model",
-                   "aligned rows", "holdout AUC (bank-only on the same rows)"):
+                   "aligned customers", "holdout AUC (bank-only on the same contacts)"):
         table.add_column(column)
     federated = {entry.product: entry for entry in report.federated}
     for bank in report.bank:

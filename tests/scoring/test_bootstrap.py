@@ -3,19 +3,23 @@ from a generated history before scoring serves, scores that differ by customer a
 product without history named and scored by the stated fallback."""
 from __future__ import annotations
 
+import json
 import logging
 from pathlib import Path
 
 import numpy as np
 import pytest
 import redis.asyncio as aioredis
+from typer.testing import CliRunner
 
 from demo.generator.history import campaign_contacts, profile_of
 from demo.generator.population import make_population
+from services.cli import app
 from services.core.avro import AvroCodec
 from services.core.clients import produce
 from services.core.config import Settings
 from services.core.kafka import Inbound
+from services.core.supervisor import settings_env
 from services.models.bank_features import PRODUCTS
 from services.models.history import HistoryRow, read_history, write_history
 from services.models.registry import ModelRegistry
@@ -170,3 +174,17 @@ async def test_the_history_replayed_from_the_responses_topic_is_what_scoring_sco
     assert len(scored) == len(customers)
     await redis.aclose()
     registry.close()
+
+
+def test_train_from_responses_with_none_yet_names_every_product_as_on_the_fallback(settings: Settings,
+                                                                                     topics: list[str]) -> None:
+    runner = CliRunner()
+    env = settings_env(settings) | {"COLUMNS": "250"}
+    neither = runner.invoke(app, ["train"], env=env)
+    assert neither.exit_code == 2 and "exactly one of --history FILE and --from-responses" in neither.output
+    trained = runner.invoke(app, ["train", "--from-responses", "--no-federated", "--json"], env=env)
+    assert trained.exit_code == 0, trained.output
+    report = json.loads(trained.output.strip().splitlines()[-1])
+    assert report["source"] == f"topic:{settings.topic('responses')}" and report["history_rows"] == 0
+    assert report["fallback_products"] == list(PRODUCTS)
+    assert all("0 training rows" in entry["bank"]["fallback_reason"] for entry in report["products"].values())
