@@ -35,6 +35,7 @@ import redis.asyncio as aioredis
 from services.core.config import Settings
 from services.core.errors import CipherstreamError, UnreachableError
 from services.core.logs import facts
+from services.core.runtime import ensure_sqlite_directory
 from services.core.waiting import wait_until
 from services.exchange.training import LabelledRow, aligned_rows, train_federated_over_exchange
 from services.models.bank_features import FEATURE_NAMES, PRODUCTS
@@ -114,6 +115,7 @@ async def history_from_responses(settings: Settings) -> History:
 def train_bank_models_from(settings: Settings, history: History, products: tuple[str, ...] = PRODUCTS,
                            operator: str = "bootstrap-job") -> BootstrapReport:
     """Step 1 for every product, registered in DATABASE_URL's registry."""
+    ensure_sqlite_directory(settings.database_url.get_secret_value())  # the embedded default's folder may be new
     registry = ModelRegistry(settings.database_url.get_secret_value())
     try:
         bank = train_bank_models(registry, history.rows, source=history.source, products=products, operator=operator)
