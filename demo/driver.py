@@ -1,6 +1,8 @@
-"""`make demo`: start the embedded stack, the bank's services and the partner's, align the two
-parties' people by PSI, replay synthetic events end to end, answer offers as the channels would,
-and report what happened. Leaves nothing running."""
+"""`make demo`: start the embedded stack, train every product's bank-only model from a generated
+campaign-response history, start the bank's services and the partner's, align the two parties'
+people by PSI, train every product's federated model from the same history, replay synthetic
+events end to end, answer offers as the channels would, and report what happened, which models
+served and how their propensities spread. Leaves nothing running."""
 from __future__ import annotations
 
 import asyncio
@@ -16,9 +18,11 @@ import numpy as np
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
 
 from demo.generator.channels import organic, respond
+from demo.generator.history import campaign_contacts
 from demo.generator.partner_feed import partner_records
 from demo.generator.population import SyntheticCustomer, customer_records, event_records, make_population, malformed_records
-from demo.waiting import wait_profiles_stored
+from demo.waiting import wait_aligned, wait_profiles_stored
+from services.bootstrap import BootstrapReport, History, history_from_file, train_bank_models_from, train_federated_models
 from services.core.avro import AvroCodec, SchemaStore
 from services.core.clients import consume, produce
 from services.core.config import Settings, load_settings
@@ -27,16 +31,30 @@ from services.core.kafka import create_topics, now_ms, stage_group_id
 from services.core.runtime import embedded_stack
 from services.core.supervisor import ServiceRunner
 from services.core.topic_names import dlq_name
-from services.core.waiting import wait_committed_to_end, wait_until
+from services.core.waiting import wait_committed_to_end
 from services.dispatch.admin import uplift_reports
 from services.dispatch.campaigns import load_campaign_file
 from services.dispatch.uplift import Uplift
-from services.protocol.bank_keys import BankKeys, parse_partial_score
+from services.models.history import write_history
+from services.models.registry import ModelRegistry
 from services.protocol.catalog import CHANNELS, all_topic_names, offers_topic
 from services.protocol.stream_messages import CustomerScores, Offer, Suppression
 from services.reporting.tallies import campaign_totals
 
 DEMO_DAY = __import__("datetime").date(2026, 11, 25)
+
+
+@dataclass(frozen=True)
+class ServedModel:
+    """A model version that scored events in the run, as the registry records it."""
+
+    product: str
+    model_version: str  # the label scores carry, e.g. propensity.credit_card@v3
+    service_number: str
+    algorithm: str
+    rows_learned: int
+    holdout_auc: float | None  # its own, or that of the version it was trained as (its lineage)
+    scores: int
 
 
 @dataclass
@@ -46,10 +64,12 @@ class DemoSummary:
     shared_people: int = 0
     aligned: int = 0
     alignment_s: float = 0.0
-    federated_product: str = ""
-    federated_rows: int = 0
-    federated_s: float = 0.0
-    federated_service_number: str = ""
+    bootstrap: BootstrapReport | None = None
+    bootstrap_s: float = 0.0
+    served: list[ServedModel] = field(default_factory=list)
+    # Every score's propensity per product, and which version gave it: (product, label, service number) -> count.
+    propensities: dict[str, list[float]] = field(default_factory=dict)
+    scored_by: Counter[tuple[str, str, str]] = field(default_factory=Counter)
     scores_with_partner: int = 0
     events_sent: int = 0
     malformed_sent: int = 0
@@ -95,12 +115,24 @@ def run_demo(work_dir: Path, *, customers: int = 1000, events: int = 3000, malfo
             topic_partitions=4, model_refresh_s=1.0, quiet_hours=quiet_hours,
         )
         asyncio.run(create_topics(settings.kafka_bootstrap_servers, all_topic_names(settings), settings.topic_partitions))
+        population = make_population(customers)
+        # The bank's history, exported as a real deployment's would be, and every product's
+        # bank-only model trained from it before scoring starts (and loads them).
+        history_path = work_dir / "history" / "campaign-responses.csv"
+        write_history(history_path, campaign_contacts(population))
+        started = time.monotonic()
+        history = history_from_file(history_path)
+        report = train_bank_models_from(settings, history)
+        bootstrap_s = time.monotonic() - started
         runner = ServiceRunner(settings, work_dir / "logs")
         try:
             runner.start_both_parties()
             if on_ready is not None:
                 on_ready(runner)
-            summary = asyncio.run(_drive(settings, customers, events, malformed, rate_per_s, timeout_s))
+            summary = asyncio.run(_drive(settings, population, history, report, events, malformed, rate_per_s,
+                                         timeout_s))
+            summary.bootstrap_s += bootstrap_s
+            summary.served = _served_models(settings, summary)
             summary.campaign_report = _campaign_report(runner.ports["reporting"], summary.decided)
             if before_stop is not None:
                 before_stop(runner)
@@ -123,13 +155,8 @@ def _campaign_report(port: int, decided: int, timeout_s: float = 30.0) -> dict: 
     return report
 
 
-async def _align(settings: Settings, population: list, summary: DemoSummary,  # type: ignore[type-arg]
-                 timeout_s: float = 60.0) -> None:
+async def _align(settings: Settings, population: list[SyntheticCustomer], summary: DemoSummary) -> None:
     """Send the partner its feed and wait until PSI over the exchange topics has aligned everyone shared."""
-    import json
-
-    import redis.asyncio as aioredis
-
     # The partner's feed has broken records too; they land in dlq.partner.features.raw.
     feed = [*partner_records(population), (b"broken-1", b'{"partner_record_id": "P-x", "features": '),
             (b"broken-2", b'{"op": "upsert", "partner_record_id": "P-y"}')]
@@ -138,62 +165,32 @@ async def _align(settings: Settings, population: list, summary: DemoSummary,  # 
     summary.shared_people = len(partner_ids & {customer.national_id for customer in population})
     started = time.monotonic()
     await produce(settings.kafka_bootstrap_servers, settings.topic("partner.features.raw"), feed)
-    redis = aioredis.from_url(settings.redis_url.get_secret_value())
-    keys = BankKeys(settings.redis_key_prefix)
-    try:
-        while time.monotonic() - started < timeout_s:
-            summary.aligned = len([key async for key in redis.scan_iter(match=keys.join_pattern(), count=1000)])
-            if summary.aligned >= summary.shared_people:
-                break
-            await asyncio.sleep(0.3)
-    finally:
-        await redis.aclose()
+    summary.aligned = await wait_aligned(settings, summary.shared_people, timeout_s=60)
     summary.alignment_s = time.monotonic() - started
 
 
-async def _train_federated(settings: Settings, population: list, summary: DemoSummary,  # type: ignore[type-arg]
-                           product: str = "travel_insurance") -> None:
-    """Train the federated model with the partner over the exchange topics, from the bank's pilot-campaign history,
-    and wait until the partner's partial scores of the new version are stored for everyone aligned."""
-    from demo.generator.history import campaign_history
-    from services.exchange.admin import train_federated
-
-    result = await train_federated(settings, product, campaign_history(population, product), epochs=3, batch_size=256)
-    summary.federated_product, summary.federated_rows = product, result.rows
-    summary.federated_s, summary.federated_service_number = result.seconds, result.version.service_number
-    # Scoring loads the registry's federated halves again on its first batch once model_refresh_s has
-    # passed since it last did: it last did at start-up and has scored nothing since (no event was
-    # sent yet), so its first event is scored with this version. What it also needs is the partner's
-    # half: partial scores of this version, which the partner pushes when training ends.
-    await _wait_for_partial_scores(settings, result.version.model_name, result.version.parameters["partner_version"])
-
-
-async def _wait_for_partial_scores(settings: Settings, model_name: str, partner_version: str,
-                                   timeout_s: float = 60.0) -> None:
-    """Wait until the exchange service has stored a partial score of `partner_version` for every
-    aligned customer (the exchange's keys, services/protocol/bank_keys.py)."""
-    import redis.asyncio as aioredis
-
-    redis = aioredis.from_url(settings.redis_url.get_secret_value(), decode_responses=True)  # str values
-    keys = BankKeys(settings.redis_key_prefix)
-    current = 0
+def _served_models(settings: Settings, summary: DemoSummary) -> list[ServedModel]:
+    """Each version that scored events, with its algorithm, rows and holdout AUC from the registry."""
+    federated_auc = {entry.version.service_number: entry.holdout_auc
+                     for entry in (summary.bootstrap.federated if summary.bootstrap else []) if entry.version}
+    registry = ModelRegistry(settings.database_url.get_secret_value())
+    served = []
     try:
-        join_keys = [key async for key in redis.scan_iter(match=keys.join_pattern(), count=1000)]
-        join_ids = [str(join_id) for join_id in await redis.mget(join_keys) if join_id] if join_keys else []
-
-        async def every_partial_score_current() -> bool:
-            nonlocal current
-            pipeline = redis.pipeline(transaction=False)
-            for join_id in join_ids:
-                pipeline.hget(keys.partial(join_id), model_name)
-            versions = [parse_partial_score(str(value))[0] for value in await pipeline.execute() if value is not None]
-            current = versions.count(partner_version)
-            return current >= len(join_ids)
-
-        await wait_until(every_partial_score_current, timeout_s,
-                         lambda: f"the partner's partial scores of {partner_version} ({current} of {len(join_ids)} aligned)")
+        for (product, label, service_number), count in sorted(summary.scored_by.items()):
+            version = registry.version(service_number)
+            if version is None:
+                continue
+            auc = federated_auc.get(service_number, version.metrics.get("auc_holdout"))
+            ancestor = version
+            while auc is None and ancestor.parent_service_number:  # scoring's start version: its parent was trained
+                parent = registry.version(ancestor.parent_service_number)
+                if parent is None:
+                    break
+                ancestor, auc = parent, parent.metrics.get("auc_holdout")
+            served.append(ServedModel(product, label, service_number, version.algorithm, version.rows_learned, auc, count))
     finally:
-        await redis.aclose()
+        registry.close()
+    return served
 
 
 def _from_env(name: str) -> str:
@@ -202,20 +199,24 @@ def _from_env(name: str) -> str:
     return os.environ[name]
 
 
-async def _drive(settings: Settings, customer_count: int, event_count: int, malformed_count: int,
-                 rate_per_s: float, timeout_s: float) -> DemoSummary:
+async def _drive(settings: Settings, population: list[SyntheticCustomer], history: History, report: BootstrapReport,
+                 event_count: int, malformed_count: int, rate_per_s: float, timeout_s: float) -> DemoSummary:
     codec = AvroCodec(SchemaStore(settings.schema_dir))
-    summary = DemoSummary(customers=customer_count, malformed_sent=malformed_count)
-    population = make_population(customer_count)
+    summary = DemoSummary(customers=len(population), malformed_sent=malformed_count, bootstrap=report)
     by_id = {customer.customer_id: customer for customer in population}
     raw_topic = settings.topic("bank.events.raw")
     await produce(settings.kafka_bootstrap_servers, raw_topic, customer_records(population, now_ms()))
     # Count the profiles themselves: an end offset would also count transaction markers.
     await consume(settings.kafka_bootstrap_servers, [settings.topic("customer.profiles")],
-                  until=lambda got: len(got) >= customer_count, timeout_s=60)
+                  until=lambda got: len(got) >= len(population), timeout_s=60)
     await wait_profiles_stored(settings, list(by_id))
     await _align(settings, population, summary)
-    await _train_federated(settings, population, summary)
+    # Every product's federated model, trained with the partner over the exchange topics from the
+    # same history; it returns once the partner's partial scores of each new version are stored.
+    # Scoring loads the new halves on its first batch once model_refresh_s (1 s here) has passed.
+    started = time.monotonic()
+    await train_federated_models(settings, history, report)
+    summary.bootstrap_s = time.monotonic() - started
 
     producer = AIOKafkaProducer(bootstrap_servers=settings.kafka_bootstrap_servers, linger_ms=2, enable_idempotence=settings.exactly_once)
     await producer.start()
@@ -276,8 +277,11 @@ async def _collect(settings: Settings, codec: AvroCodec, summary: DemoSummary, p
                 for record in records:
                     if record.topic == scores_topic:
                         summary.scored += 1
-                        summary.scores_with_partner += any(
-                            score.partner_contributed for score in codec.decode(record.value, CustomerScores).scores)
+                        scores = codec.decode(record.value, CustomerScores).scores
+                        summary.scores_with_partner += any(score.partner_contributed for score in scores)
+                        for score in scores:
+                            summary.propensities.setdefault(score.product, []).append(score.propensity)
+                            summary.scored_by[(score.product, score.model_version, score.service_number)] += 1
                     elif record.topic in offer_topics:
                         offer = codec.decode(record.value, Offer)
                         summary.offers_by_channel[offer.channel] += 1

@@ -48,9 +48,11 @@ class SyntheticCustomer:
         base = {
             "credit_card": -3.0 + 0.6 * income - 0.02 * (age - 35) + 0.8 * (self.segment == "young_professional"),
             "wealth_fund": -3.4 + 1.0 * income + 0.9 * (self.segment == "affluent") + 0.02 * (age - 35),
-            "personal_loan": -3.6 - 0.3 * income + 0.7 * (self.segment == "family"),
+            # Borrowers: families, and whoever's savings are thin against their income.
+            "personal_loan": -3.0 - 0.3 * income + 0.7 * (self.segment == "family")
+            - 0.6 * math.log(max(self.balance, 1.0) / max(self.monthly_income, 1.0)),
             "travel_insurance": -3.2 + 2.2 * self.travel_affinity + 0.4 * income,
-            "mortgage": -4.2 + 0.8 * income + 1.0 * (self.segment == "family") - 0.04 * abs(age - 38),
+            "mortgage": -3.6 + 0.8 * income + 1.0 * (self.segment == "family") - 0.04 * abs(age - 38),
         }[product]
         return 1 / (1 + math.exp(-(base - (2.5 if held else 0.0))))
 

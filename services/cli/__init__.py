@@ -5,7 +5,7 @@ work and prints what came back:
 
     stack.py      demo, up, create-topics, run   demo/driver.py, core/runtime.py, core/supervisor.py
     data.py       generate, backup, restore      demo/generator/publish.py, core/backup.py
-    training.py   train-federated                exchange/admin.py
+    training.py   train, train-federated         bootstrap.py, exchange/admin.py
     federated.py  federated evaluate             models/evaluation.py, models/datasets.py
     campaigns.py  uplift, campaigns check|list   dispatch/admin.py, dispatch/campaigns.py
     suppress.py   suppress add|remove|list       dispatch/admin.py
@@ -28,6 +28,7 @@ app.command()(stack.run)
 app.command()(data.generate)
 app.command()(data.backup)
 app.command()(data.restore)
+app.command()(training.train)
 app.command("train-federated")(training.train_federated)
 app.command("uplift")(campaigns.uplift)
 app.add_typer(schemas.app, name="schemas")

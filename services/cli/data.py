@@ -16,10 +16,13 @@ if TYPE_CHECKING:
     import redis.asyncio as aioredis
 
 Done = TypeVar("Done")
+# The people `generate` sends by default; `up` trains from their generated history (stack.py).
+GENERATED_CUSTOMERS, GENERATED_SEED = 1000, 7
 
 
 def generate(
-    customers: int = typer.Option(1000), events: int = typer.Option(3000), seed: int = typer.Option(7),
+    customers: int = typer.Option(GENERATED_CUSTOMERS), events: int = typer.Option(3000),
+    seed: int = typer.Option(GENERATED_SEED),
 ) -> None:
     """Publish synthetic customers and events to bank.events.raw on KAFKA_BOOTSTRAP_SERVERS."""
     from demo.generator.publish import publish_synthetic

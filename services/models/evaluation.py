@@ -36,6 +36,7 @@ from services.crypto.psi.link import MAX_POINTS_PER_MESSAGE
 from services.models.datasets import GuestTable, HostTable, stratified_split
 from services.models.fedlr import DEFAULT_MAX_EPOCHS, BankParty, PartnerParty, predict, train_federated
 from services.models.preparation import Preparation
+from services.models.ranking import roc_auc
 
 MIN_TEST_PER_CLASS = 5
 """A test AUC needs both classes; below this many of either it says little."""
@@ -154,10 +155,13 @@ class Score:
         >>> Score.of(np.array([0, 0, 1, 1]), np.array([0.1, 0.6, 0.4, 0.9]))
         Score(auc=0.75, ks=0.5)
         """
-        from sklearn.metrics import roc_auc_score, roc_curve
+        from sklearn.metrics import roc_curve
 
+        auc = roc_auc(labels, scores)
+        if auc is None:
+            raise ValidationError("the test rows hold one class only: AUC and KS are undefined", reason="one_class")
         false_positive, true_positive, _ = roc_curve(labels, scores)
-        return cls(round(float(roc_auc_score(labels, scores)), 5), round(float(np.max(true_positive - false_positive)), 5))
+        return cls(round(auc, 5), round(float(np.max(true_positive - false_positive)), 5))
 
 
 @dataclass(frozen=True)

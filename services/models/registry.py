@@ -12,7 +12,7 @@ import datetime as dt
 import hashlib
 import json
 import secrets
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 from sqlalchemy import JSON, DateTime, ForeignKey, Integer, LargeBinary, String, create_engine, select
@@ -67,6 +67,8 @@ class ModelVersion:
     rows_learned: int
     data_fingerprint: str
     parameters: dict[str, Any]
+    algorithm: str = ""
+    metrics: dict[str, Any] = field(default_factory=dict)
 
 
 class DataFingerprint:
@@ -146,6 +148,12 @@ class ModelRegistry:
             )
             return (_version(row), row.checkpoint) if row else None
 
+    def version(self, service_number: str) -> ModelVersion | None:
+        """The version a score's service number names, or None if no such version was registered."""
+        with Session(self.engine) as session:
+            row = session.scalar(select(ModelVersionRow).where(ModelVersionRow.service_number == service_number))
+            return _version(row) if row else None
+
     def lineage(self, model_name: str) -> list[ModelVersion]:
         with Session(self.engine) as session:
             rows = session.scalars(
@@ -164,4 +172,4 @@ class ModelRegistry:
 
 def _version(row: ModelVersionRow) -> ModelVersion:
     return ModelVersion(row.model_name, row.version, row.service_number, row.parent_service_number,
-                        row.rows_learned, row.data_fingerprint, dict(row.parameters))
+                        row.rows_learned, row.data_fingerprint, dict(row.parameters), row.algorithm, dict(row.metrics))

@@ -3,7 +3,8 @@ partial scores and the live models: no I/O, so it is tested and benchmarked on i
 
 An aligned customer whose partner partial score has arrived, for the partner version the
 deployed federated half was trained with, is scored by the product's federated model
-(services/models/federated.py); everyone else by the bank-only online model.
+(services/models/federated.py); everyone else by the bank-only online model, or by the
+product's fallback while that model may not serve yet (live_models.py).
 """
 from __future__ import annotations
 
@@ -15,7 +16,7 @@ from services.models.bank_features import feature_matrix
 from services.models.federated import REASON_NAMES, LiveFederated
 from services.protocol.bank_keys import parse_partial_score
 from services.protocol.stream_messages import CustomerEvent, CustomerProfile, CustomerScores, ProductScore, ReasonCode
-from services.scoring.live_models import LiveModel
+from services.scoring.live_models import FALLBACK_REASONS, LiveModel
 from services.scoring.model import top_reasons_batch
 from services.scoring.state import PartialScoresOf
 
@@ -28,11 +29,17 @@ def score_batch(events: Sequence[CustomerEvent], profiles: Sequence[CustomerProf
     features = feature_matrix(list(events), list(profiles))
     per_product = []
     for product, model in live.items():
-        propensities, contributions = model.model.predict_batch(features)
-        version = model.version
-        labels = [f"{version.model_name}@v{version.version}"] * len(events)
-        numbers = [version.service_number] * len(events)
-        reasons = top_reasons_batch(contributions)
+        fallback = model.serving_fallback()
+        if fallback is None:
+            propensities, contributions = model.model.predict_batch(features)
+            version = model.version
+            labels = [f"{version.model_name}@v{version.version}"] * len(events)
+            numbers = [version.service_number] * len(events)
+            reasons = top_reasons_batch(contributions)
+        else:
+            propensities = np.full(len(events), fallback.propensity)
+            labels, numbers = [fallback.label] * len(events), [fallback.version.service_number] * len(events)
+            reasons = [FALLBACK_REASONS] * len(events)
         partner = [False] * len(events)
         federated_model = federated.get(product)
         if federated_model is not None:

@@ -20,6 +20,19 @@ from services.protocol.stream_messages import ReasonCode
 
 REASONS_PER_SCORE = 3
 PRIOR_CONVERSION_RATE = 0.05
+# A model serves once it has learned this many rows of each outcome; before that a product is
+# scored by the fallback (live_models.py). Ten positives is the least a 16-weight logistic
+# regression learns anything from beyond the base rate.
+MIN_ROWS_PER_CLASS = 10
+
+
+def enough_history(positives: int, negatives: int) -> bool:
+    """Whether rows with these counts of each outcome are enough to train a model that serves.
+
+    >>> enough_history(10, 500), enough_history(3, 5000), enough_history(40, 0)
+    (True, False, False)
+    """
+    return positives >= MIN_ROWS_PER_CLASS and negatives >= MIN_ROWS_PER_CLASS
 
 
 def _pipeline(learning_rate: float, l2: float) -> compose.Pipeline:
@@ -58,6 +71,7 @@ class ProductModel:
     auc: metrics.ROCAUC = field(default_factory=metrics.ROCAUC)
     drift_detector: drift.ADWIN = field(default_factory=drift.ADWIN)
     rows_learned: int = 0
+    positives_learned: int = 0
     drifts_detected: int = 0
     # The last KS_WINDOW prequential (probability, label) pairs, for the online KS statistic.
     recent: deque[tuple[float, bool]] = field(default_factory=lambda: deque(maxlen=KS_WINDOW))
@@ -101,7 +115,22 @@ class ProductModel:
             self.drifts_detected += 1
         self.pipeline.learn_one(row, converted)
         self.rows_learned += 1
+        self.positives_learned += converted
         self.refresh_snapshot()
+
+    def learned_counts(self) -> tuple[int, int]:
+        """How many converted and not converted rows it has learned."""
+        # A checkpoint from before positives were counted has no such attribute of its own (the
+        # class default says 0): its last KS_WINDOW labels tell instead.
+        positives = self.__dict__.get("positives_learned")
+        if positives is None:
+            positives = sum(label for _, label in getattr(self, "recent", ()))
+        return positives, self.rows_learned - positives
+
+    @property
+    def ready(self) -> bool:
+        """Whether it has learned enough of both outcomes to serve (`enough_history`)."""
+        return enough_history(*self.learned_counts())
 
     def ks(self) -> float:
         """Kolmogorov-Smirnov statistic over the recent window: the largest gap between the score

@@ -53,7 +53,9 @@ async def test_events_become_offers_suppressions_and_dead_letters(settings: Sett
     topic_a, offer_a = offers["A"]
     assert topic_a == settings.topic("offers.push")
     assert (offer_a.campaign_id, offer_a.product, offer_a.trigger) == ("salary_day_wealth_fund", "wealth_fund", "salary_credit")
-    assert offer_a.service_number.startswith("CS-PROPENSITY.WEALTH_FUND") and len(offer_a.reasons) == 3
+    # Nothing was trained from history here: the fallback served, and the offer says so.
+    assert offer_a.service_number.startswith("CS-PROPENSITY.WEALTH_FUND.FALLBACK-v")
+    assert [reason.feature for reason in offer_a.reasons] == ["no_model_yet"]
     topic_t, offer_t = offers["T"]
     assert topic_t == settings.topic("offers.wechat") and offer_t.campaign_id == "travel_card_abroad"
     assert suppressed == [("A", "frequency_cap"), ("B", "no_consent")]
