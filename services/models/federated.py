@@ -38,9 +38,14 @@ class BankHalf:
     intercept: float
     partner_version: str  # the label of the partner's matching weights (in every partial score)
 
+    def prepared(self, features: np.ndarray) -> np.ndarray:
+        """The bank's features as the half was trained on them (standardised)."""
+        prepared: np.ndarray = (features - self.mean) / self.scale
+        return prepared
+
     def contributions(self, features: np.ndarray, partial_scores: np.ndarray) -> np.ndarray:
         """Each bank feature's share of the log-odds, and the partner's aggregate share last."""
-        return np.column_stack([self.weights * (features - self.mean) / self.scale, partial_scores])
+        return np.column_stack([self.weights * self.prepared(features), partial_scores])
 
     def propensities(self, contributions: np.ndarray) -> np.ndarray:
         log_odds = self.intercept + np.asarray(contributions.sum(axis=1), dtype=np.float64)
