@@ -35,7 +35,7 @@ from services.core.avro import AvroCodec
 from services.core.clients import partitions_of
 from services.core.config import Settings
 from services.core.errors import MessageError, UnreachableError, ValidationError
-from services.core.kafka import TRANSIENT_ERRORS, DeadLetters, Publisher, avro_decoder
+from services.core.kafka import TRANSIENT_ERRORS, DeadLetters, Publisher, avro_decoder, stage_group_id
 from services.core.logs import facts
 from services.models.bank_features import PRODUCTS
 from services.models.federated import federated_model_name
@@ -148,6 +148,8 @@ class Learner:
             raise UnreachableError(f"topic {self.topic} does not exist")
         assigned = [TopicPartition(self.topic, partition) for partition in sorted(partitions)]
         consumer.assign(assigned)
+        if models.generation == 0:
+            models.offsets = await self._where_the_stage_left_off(assigned)
         for tp in assigned:
             if tp.partition in models.offsets:
                 consumer.seek(tp, models.offsets[tp.partition])
@@ -157,6 +159,22 @@ class Learner:
         log.info("learner restored", extra=facts(generation=models.generation, offsets=models.offsets,
                                                  federated=sorted(models.online)))
         return models
+
+    async def _where_the_stage_left_off(self, partitions: list[TopicPartition]) -> dict[int, int]:
+        """A learner's first start: before it, scoring learned in its `responses` stage, whose group
+        committed how far it got. The models already hold that (less what a crash lost), so learning
+        carries on from there; a new deployment has no such commits and starts from the beginning."""
+        group = AIOKafkaConsumer(bootstrap_servers=self.settings.kafka_bootstrap_servers, enable_auto_commit=False,
+                                 group_id=stage_group_id(self.settings, SERVICE))  # never joins: reads commits only
+        await group.start()
+        try:
+            committed = {tp.partition: await group.committed(tp) for tp in partitions}
+        finally:
+            await group.stop()
+        found = {partition: offset for partition, offset in committed.items() if offset is not None}
+        if found:
+            log.info("learner starts where the responses stage left off", extra=facts(offsets=found))
+        return found
 
     async def _finish_sealed_windows(self, models: LearnedModels, windows: OnlineWindows) -> None:
         """A checkpoint can hold a window sealed and not yet confirmed: send it (again) first."""

@@ -10,12 +10,13 @@ from pathlib import Path
 import numpy as np
 import pytest
 import redis.asyncio as aioredis
+from aiokafka import AIOKafkaConsumer, TopicPartition
 
 from services.core.avro import AvroCodec
 from services.core.clients import consume, produce
 from services.core.config import Settings
 from services.core.dead_letter import DeadLetter
-from services.core.kafka import create_topics
+from services.core.kafka import create_topics, stage_group_id
 from services.core.waiting import wait_until
 from services.models.bank_features import FEATURE_NAMES
 from services.models.registry import ModelRegistry, StaleVersionError
@@ -164,4 +165,28 @@ async def test_serving_takes_up_the_learners_versions_and_each_score_carries_its
     assert numbers["wealth_fund"] == learned.service_number != first["wealth_fund"]
     assert numbers["credit_card"] == first["credit_card"]
     assert registry.deployments(learned.service_number)  # the replica recorded that it serves it
+    await redis.aclose()
+
+
+async def test_a_first_learner_carries_on_where_the_old_responses_stage_left_off(
+    settings: Settings, codec: AvroCodec, tmp_path: Path,
+) -> None:
+    """An upgrade: the old scoring stage learned responses in its consumer group and committed how far."""
+    redis = aioredis.from_url(settings.redis_url.get_secret_value())
+    sent, learnable = await _responses(settings, codec, redis)
+    old_stage = AIOKafkaConsumer(bootstrap_servers=settings.kafka_bootstrap_servers, enable_auto_commit=False,
+                                 group_id=stage_group_id(settings, "scoring"))
+    await old_stage.start()
+    old_stage.assign([responses := TopicPartition(settings.topic("responses"), 0)])
+    await old_stage.commit({responses: 101})  # past the first 100 responses (and a malformed record)
+    await old_stage.stop()
+    for index in range(100):  # and marked them learned, as it did: "1", no position
+        await redis.set(f"{settings.redis_key_prefix}learned:r{index}", 1)
+    learner = _learner(settings, codec, redis, tmp_path / "upgraded.db", learner_checkpoint_interval_s=0.2)
+    task = asyncio.create_task(learner.run())
+    await _checkpointed_to(learner.registry, settings, sent)
+    await _stop(task)
+    learned = sum(rows for rows, _, _ in _weights(learner.registry).values())
+    # The terminal ones among the last 60 responses; not the 10 resent (the old stage marked them) nor the unscored.
+    assert learned == len(learnable - {f"r{index}" for index in range(100)}) == 44
     await redis.aclose()
