@@ -13,13 +13,17 @@ within the partner half's lineage (services/protocol/partner_versions.py); the h
 `partner_version` names the last window the partner confirmed, so a restored checkpoint says
 which window is next, and a sealed window in it is sent again, never learned again.
 
->>> half = BankHalf("travel", np.zeros(2), np.zeros(2), np.ones(2), 0.0, "fedlr.travel@r1")
+>>> from services.models.bank_features import FEATURE_NAMES
+>>> from services.models.preparation import Preparation
+>>> width = len(FEATURE_NAMES)
+>>> half = BankHalf("travel", np.zeros(width), Preparation.identity(width), 0.0, "fedlr.travel@r1")
 >>> online = OnlineHalf(half, learning_rate=0.5, l2=0.0, window_rows=2)
->>> round(online.learn_one(np.array([1.0, 0.0]), 0.0, converted=True, join_id="a"), 3)
+>>> first = np.eye(width)[0]
+>>> round(online.learn_one(first, 0.0, converted=True, join_id="a"), 3)
 -0.5
->>> online.seal() is None, online.half.weights.tolist()
+>>> online.seal() is None, online.half.weights[:2].tolist()
 (True, [0.25, 0.0])
->>> _ = online.learn_one(np.array([0.0, 1.0]), 0.0, converted=False, join_id="b")
+>>> _ = online.learn_one(np.eye(width)[1], 0.0, converted=False, join_id="b")
 >>> window = online.seal()
 >>> window.index, window.join_ids, online.applied
 (1, ['a', 'b'], 0)

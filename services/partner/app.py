@@ -53,18 +53,17 @@ log = logging.getLogger(__name__)
 
 
 class PartnerTraining:
-    """The partner's side of one federated training run: its standardised features and w_p."""
+    """The partner's side of one federated training run: w_p over its features as its preparation,
+    fitted here on the run's rows (services/models/preparation.py), turns them out; the preparation
+    is kept with the model and applied to every partial score, never sent."""
 
     def __init__(self, run: TrainingRun, features: np.ndarray) -> None:
         self.run = run
-        self.mean = features.mean(axis=0)
-        self.scale = np.where(features.std(axis=0) > 0, features.std(axis=0), 1.0)
-        self.party = PartnerParty(run.join_ids, (features - self.mean) / self.scale)
+        self.party = PartnerParty(run.join_ids, features)
         self.party.on_training_start(run.start)
 
     def model(self) -> PartnerModel:
-        name = self.run.model_name
-        return PartnerModel(name, self.run.version, self.party.weights.copy(), self.mean, self.scale)
+        return PartnerModel(self.run.model_name, self.run.version, self.party.weights.copy(), self.party.preparation)
 
 
 @dataclass
@@ -255,7 +254,7 @@ class PartnerService:
             in_flight.party.close()
             base = in_flight.base
             moved = PartnerModel(name, online_version(lineage_of(base.version), in_flight.index),
-                                 in_flight.party.weights.copy(), base.mean, base.scale, in_flight.index)
+                                 in_flight.party.weights.copy(), base.preparation, in_flight.index)
             if not await self.store.put_next_window(moved):
                 raise ValidationError(f"window {moved.window} of {name} was applied by another writer",
                                       reason="stale_training_step")
@@ -272,7 +271,8 @@ class PartnerService:
         if len(features) != len(distinct):
             raise ValidationError(f"{len(distinct) - len(features)} window join ids are not aligned people of ours",
                                   reason="unknown_join_ids")
-        party = PartnerParty(distinct, stored.prepared(np.vstack([features[j] for j in distinct])),
+        # The stored half's own preparation, never one fitted on the window's rows.
+        party = PartnerParty(distinct, np.vstack([features[j] for j in distinct]), preparation=stored.preparation,
                              workers=ONLINE_WINDOW_WORKERS)
         party.weights = stored.weights.copy()
         party.on_training_start(online.session.start)

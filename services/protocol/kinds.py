@@ -95,9 +95,10 @@ KINDS: tuple[Kind, ...] = (
          "one number per person and model, never a feature; the bank shows it as one reason code, "
          "`partner_features`"),
     Kind("fedlr_start", "fedlr", "bank", TrainingRun,
-         "public key n, learning rate, l2 (`TrainingStart`); model name and version label; the training rows' "
-         "join ids",
-         "which shared people have a label for this product (not the labels); nothing else private"),
+         "public key n, learning rate and its decay per epoch, l2 (`TrainingStart`); model name and version label; "
+         "the training rows' join ids",
+         "which shared people have a label for this product (not the labels), on whose features it fits its own "
+         "preparation; nothing else private (the bank's preparation never crosses)"),
     Kind("fedlr_plan", "fedlr", "bank", BatchPlan,
          "the batch's join ids in order",
          "which rows are in the batch (it knows the intersection already)"),
@@ -115,7 +116,8 @@ KINDS: tuple[Kind, ...] = (
          "its own gradient (1/B) sum_i r_i x_ij: an aggregate over at least `min_batch_size` rows"),
     Kind("fedlr_finish", "fedlr", "bank", TrainingFinish,
          "end of the run",
-         "that w_p is now the partner half of the run's version label"),
+         "that w_p is now the partner half of the run's version label; from when it comes, after how many epochs "
+         "the bank's loss over all training rows settled (the stopping rule), nothing about any one row"),
     Kind("fedlr_online", "fedlr", "bank", OnlineSession,
          "model name, the partner version the bank's half pairs with, a fresh public key n, learning rate, l2",
          "that the bank learns this model online from responses; nothing private. Then per window of at least "

@@ -36,6 +36,7 @@ from services.core.waiting import wait_committed_to_end, wait_until
 from services.models.bank_features import FEATURE_NAMES, PRODUCTS, feature_vector
 from services.models.federated import BankHalf, federated_model_name
 from services.models.online_federated import OnlineHalf
+from services.models.preparation import Preparation
 from services.models.registry import DataFingerprint, ModelRegistry
 from services.partner.store import PartnerStore
 from services.protocol.bank_keys import BankKeys
@@ -201,8 +202,8 @@ async def test_killing_the_learner_and_the_partner_mid_stream_learns_exactly_wha
                     for c in scenario.customers}
         await ScoringState(redis, prefix).store_features([(cid, f"e-{cid}", vector) for cid, vector in features.items()])
         matrix = np.vstack(list(features.values()))
-        half = BankHalf(FEDERATED, rng.normal(0, 0.2, len(FEATURE_NAMES)), matrix.mean(axis=0),
-                        np.where(matrix.std(axis=0) > 0, matrix.std(axis=0), 1.0), -1.5, scenario.model.version)
+        preparation = Preparation.fit(matrix)
+        half = BankHalf(FEDERATED, rng.normal(0, 0.2, preparation.outputs), preparation, -1.5, scenario.model.version)
         ModelRegistry(settings.database_url.get_secret_value()).register(
             model_name=federated_model_name(FEDERATED), algorithm="federated logistic regression (minibatch)",
             parameters={"partner_version": half.partner_version}, feature_names=[*FEATURE_NAMES, "partner_features"],

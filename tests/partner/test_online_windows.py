@@ -14,6 +14,7 @@ from services.core.errors import MessageError
 from services.core.kafka import Inbound, Outbound
 from services.crypto.psi.link import AlignmentLink
 from services.models.fedlr import BankCipher
+from services.models.preparation import Preparation
 from services.partner.app import PartnerService
 from services.partner.features import FEATURE_NAMES
 from services.partner.store import PartnerModel, PartnerStore
@@ -74,7 +75,7 @@ async def test_a_window_moves_the_partner_half_once_and_a_replay_is_not_applied_
     await store.put_people([(f"P{i}", f"h{i}", row.tolist()) for i, row in enumerate(features)])
     await store.link_join_ids({f"h{i}": join_id for i, join_id in enumerate(join_ids)})
     mean, scale = features.mean(axis=0), features.std(axis=0)
-    start = PartnerModel(MODEL, LINEAGE, np.linspace(-0.3, 0.3, len(FEATURE_NAMES)), mean, scale)
+    start = PartnerModel(MODEL, LINEAGE, np.linspace(-0.3, 0.3, len(FEATURE_NAMES)), Preparation.standardisation(mean, scale))
     await store.put_model(start)
     partner = PartnerService(store, AlignmentLink(redis, prefix, "partner", codec), codec)
     cipher = BankCipher(workers=1)
@@ -135,6 +136,6 @@ async def test_a_window_moves_the_partner_half_once_and_a_replay_is_not_applied_
     assert payload(codec, applied_out, WindowApplied).window == 2  # type: ignore[attr-defined]
     assert (await store.model(MODEL)).window == 2  # type: ignore[union-attr]
     # A second writer of the same window (a replica that lost its lease) is refused by the store.
-    assert not await store.put_next_window(PartnerModel(MODEL, f"{LINEAGE}#w2", start.weights, mean, scale, 2))
+    assert not await store.put_next_window(PartnerModel(MODEL, f"{LINEAGE}#w2", start.weights, start.preparation, 2))
     cipher.close()
     await redis.aclose()
