@@ -128,6 +128,7 @@ class Learner:
                            for record in batches[partition]]
                 if records:
                     await self._learn(models, records, publisher, dead_letters, windows)
+                    self._report_lag(consumer, models)
                 await self._checkpoint_if_due(models)
                 backoff_s = RETRY_BACKOFF_FIRST_S
             except RESTORE_ON as error:
@@ -231,6 +232,13 @@ class Learner:
                     models.confirm_window(response.product, window.index, version)
             if models.rows_since_checkpoint >= self.settings.learner_checkpoint_rows:
                 await self._checkpoint(models)
+
+    def _report_lag(self, consumer: AIOKafkaConsumer, models: LearnedModels) -> None:
+        for tp in consumer.assignment():
+            highwater = consumer.highwater(tp)
+            if highwater is not None and tp.partition in models.offsets:
+                metrics.CONSUMER_LAG.labels(SERVICE, RESPONSES, str(tp.partition)).set(
+                    max(0, highwater - models.offsets[tp.partition]))
 
     def _terminal(self, response: OfferResponse) -> bool:
         return response.outcome in POSITIVE_OUTCOMES | NEGATIVE_OUTCOMES and response.product in self.products

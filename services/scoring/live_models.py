@@ -101,4 +101,10 @@ class LiveModels:
                     live[product] = self._deploy(product, latest)
                     log.info("serving a new version", extra=facts(product=product,
                                                                   service_number=latest[0].service_number))
-        return live, load_federated(self.registry, tuple(self.live))
+        federated = load_federated(self.registry, tuple(self.live))
+        for product, half in federated.items():
+            current = self.federated.get(product)
+            if current is None or current.version.service_number != half.version.service_number:
+                self.registry.record_deployment(half.version.service_number, operator=self.operator,
+                                                target=socket.gethostname())
+        return live, federated
