@@ -40,6 +40,7 @@ from services.models.registry import ModelRegistry
 from services.protocol.catalog import CHANNELS, all_topic_names, offers_topic
 from services.protocol.stream_messages import CustomerScores, Offer, Suppression
 from services.reporting.tallies import campaign_totals
+from services.scoring.admin import wait_learned_to_end
 
 DEMO_DAY = __import__("datetime").date(2026, 11, 25)
 
@@ -242,10 +243,9 @@ async def _drive(settings: Settings, population: list[SyntheticCustomer], histor
         await collector
         await producer.flush()
         if summary.complete:  # else something is stuck, and the summary says so
-            responses = [settings.topic("responses")]
             await wait_committed_to_end(settings.kafka_bootstrap_servers, {
-                stage_group_id(settings, "scoring"): responses, stage_group_id(settings, "dispatch"): responses,
-            }, timeout_s=30)
+                stage_group_id(settings, "dispatch"): [settings.topic("responses")]}, timeout_s=30)
+            await wait_learned_to_end(settings, timeout_s=60)
         with_holdout = [campaign for campaign in load_campaign_file(settings.campaigns_file).campaigns
                         if campaign.holdout_share > 0]
         summary.uplift = await uplift_reports(settings, with_holdout)

@@ -85,8 +85,19 @@ class Settings(BaseSettings):
     max_offers_per_customer_per_day: int | None = Field(default=None, ge=0)
     # Quiet hours from the campaign file; off for runs that must not depend on the time of day.
     quiet_hours: bool = True
-    # How often scoring looks for newly trained federated versions in the registry.
+    # How often scoring looks for new model versions in the registry (the learner's checkpoints,
+    # newly trained federated halves).
     model_refresh_s: float = Field(default=30.0, gt=0)
+    # Scoring's learner saves its models with its position in `responses` after this many rows
+    # learned, or after this long with anything new (services/scoring/learner.py).
+    learner_checkpoint_rows: int = Field(default=200, ge=1)
+    learner_checkpoint_interval_s: float = Field(default=10.0, gt=0)
+    # Online federated learning: responses per window of the partner's step (at least fedlr's
+    # minimum batch size, 64), the step size of both halves, and how long the learner waits for
+    # each of the partner's answers before it sends the window again.
+    online_window_rows: int = Field(default=64, ge=1)
+    online_learning_rate: float = Field(default=0.05, gt=0)
+    online_reply_timeout_s: float = Field(default=30.0, gt=0)
     campaigns_file: Path = REPO_ROOT / "services" / "dispatch" / "campaigns.yaml"
     # How often dispatch looks for changed campaigns (the file, or the console's in SQL).
     campaign_refresh_s: float = Field(default=5.0, gt=0)

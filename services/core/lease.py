@@ -14,6 +14,12 @@ later write or commit of the old one, also if it only paused and comes back. A r
 is revoked while it still runs exits, and its supervisor starts it again as a standby.
 
 Not on the stage runner: its consumer never reads a record; only its group membership counts.
+
+A service whose replicas all serve but of which one must do one job (scoring: all score, one
+learns) runs that job alone under a lease (`run_while_active`): the job is cancelled when the
+lease is lost and started again when it comes back; the replica serves on meanwhile. Such a job
+fences its own writes (the learner's checkpoints compare and set in the registry), as the lease
+alone cannot stop a replica that paused past its session from writing once more.
 """
 from __future__ import annotations
 
@@ -115,3 +121,36 @@ async def run_when_active(lease: Lease, start: Callable[[], Awaitable[None]]) ->
     await lease.start()
     await lease.wait_active()
     await start()
+
+
+async def run_while_active(settings: Settings, service: str, work: Callable[[], Awaitable[None]],
+                           restart_after_s: float = 1.0) -> None:
+    """Run `work` whenever this replica holds the service's lease, cancelling it when the lease is
+    lost; the replica itself carries on (it does not exit as `run_when_active`'s do)."""
+    running: asyncio.Future[None] | None = None
+
+    def revoked() -> None:
+        log.warning("lease lost: stopping the work only this replica did", extra=facts(service=service))
+        lease.active.clear()
+        if running is not None:
+            running.cancel()
+
+    lease = Lease(settings, service, on_lost=revoked)
+    await lease.start()
+    try:
+        while True:
+            await lease.wait_active()
+            running = asyncio.ensure_future(work())
+            try:
+                await running
+            except asyncio.CancelledError:
+                if lease.active.is_set():
+                    raise  # cancelled from outside: the service is stopping
+            except Exception:  # a bug in the work: say so, and start it again while the lease lasts
+                log.exception("work under the lease failed", extra=facts(service=service))
+                await asyncio.sleep(restart_after_s)
+            running = None
+    finally:
+        if running is not None:
+            running.cancel()
+        await lease.stop()

@@ -30,3 +30,12 @@ CAMPAIGN_UPLIFT = Gauge("cipherstream_campaign_uplift", "Response rate of treatm
 PARTNER_EXCHANGE_SECONDS = Histogram(
     "cipherstream_partner_exchange_seconds", "Time of one step of the partner exchange", ["step"], buckets=LATENCY_BUCKETS_S
 )
+LEARNER_ACTIVE = Gauge("cipherstream_learner_active", "1 while this replica holds the learner's lease and learns", ["service"])
+ROWS_LEARNED = Counter("cipherstream_rows_learned", "Responses a model has learned from", ["model"])
+RESPONSES_NOT_LEARNED = Counter("cipherstream_responses_not_learned", "Terminal responses a model did not learn from",
+                                ["reason"])
+ONLINE_WINDOWS = Counter("cipherstream_online_windows", "Windows of online federated learning the partner applied",
+                         ["model"])
+LEARNER_CHECKPOINTS = Counter("cipherstream_learner_checkpoints", "Learner checkpoints saved or refused", ["result"])
+LEARNER_RESTORES = Counter("cipherstream_learner_restores", "Learner restores of its checkpoint after a failure",
+                           ["error"])

@@ -1,10 +1,11 @@
 """The bank's federated training job: drives the four-step protocol with the live partner service
 over the exchange topics, then registers the bank's half in the model registry.
 
-A job, not a stream stage (as FATE runs jobs): it produces to exchange.to_partner and reads the
-partner's replies of its own run from exchange.to_bank (no consumer group; the exchange service
-ignores fedlr_* messages). Its rows are the bank's labelled history for one product: customer,
-bank feature vector (services/models/bank_features.py), label; only aligned customers take part.
+A job, not a stream stage (as FATE runs jobs): it sends to exchange.to_partner and reads the
+partner's answers of its own run from exchange.to_bank through an `ExchangeChannel`
+(services/protocol/channel.py; the exchange service ignores fedlr_* messages). Its rows are the
+bank's labelled history for one product: customer, bank feature vector
+(services/models/bank_features.py), label; only aligned customers take part.
 The bank prepares its features locally (services/models/preparation.py, fitted on these rows,
 stored in the checkpoint, never sent); training stops when the loss settles (fedlr's
 `StoppingRule`) or after `epochs`. When it returns, scoring picks the new version up within FEDERATED_REFRESH_S and the partner has
@@ -18,16 +19,13 @@ import secrets
 import socket
 import time
 from dataclasses import dataclass
-from typing import TypeVar
 
 import numpy as np
 import redis.asyncio as aioredis
-from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
 
 from services.core.avro import AvroCodec, SchemaStore
-from services.core.clients import partitions_of
 from services.core.config import Settings
-from services.core.errors import UnreachableError, ValidationError
+from services.core.errors import ValidationError
 from services.models.bank_features import FEATURE_NAMES
 from services.models.federated import BankHalf, federated_model_name
 from services.models.fedlr import (
@@ -40,14 +38,10 @@ from services.models.fedlr import (
 )
 from services.models.registry import DataFingerprint, ModelRegistry, ModelVersion
 from services.protocol.bank_keys import BankKeys
-from services.protocol.catalog import EXCHANGE_TO_BANK
-from services.protocol.exchange import envelope, open_payload
-from services.protocol.exchange_messages import BatchScores, ExchangePayload, MaskedGradient, TrainingFinish, TrainingRun
-from services.protocol.kinds import kind_of
-from services.protocol.stream_messages import ExchangeMessage
+from services.protocol.channel import ExchangeChannel
+from services.protocol.exchange_messages import BatchScores, MaskedGradient, TrainingFinish, TrainingRun
 
 REPLY_TIMEOUT_S = 120.0
-P = TypeVar("P", bound=ExchangePayload)
 
 
 @dataclass(frozen=True)
@@ -74,51 +68,6 @@ async def aligned_rows(redis: aioredis.Redis, key_prefix: str, rows: list[Labell
     return [(join_id.decode(), row) for join_id, row in zip(join_ids, rows) if join_id]
 
 
-class _Exchange:
-    """Send to the partner; wait for its reply of one kind in this run."""
-
-    def __init__(self, settings: Settings, codec: AvroCodec, run_id: str) -> None:
-        self.settings, self.codec, self.run_id = settings, codec, run_id
-        self.producer = AIOKafkaProducer(bootstrap_servers=settings.exchange_servers, acks="all",
-                                         max_request_size=8 * 1024 * 1024, enable_idempotence=settings.exactly_once)
-        self.consumer = AIOKafkaConsumer(bootstrap_servers=settings.exchange_servers, enable_auto_commit=False,
-                                         group_id=None, fetch_max_wait_ms=settings.fetch_max_wait_ms,
-                                         max_partition_fetch_bytes=8 * 1024 * 1024)
-
-    async def start(self) -> None:
-        await self.producer.start()
-        await self.consumer.start()
-        topic = self.settings.topic(EXCHANGE_TO_BANK)
-        partitions = await partitions_of(self.consumer, topic)
-        if not partitions:
-            raise UnreachableError(f"topic {topic} does not exist on {self.settings.exchange_servers}")
-        assigned = [TopicPartition(topic, partition) for partition in partitions]
-        self.consumer.assign(assigned)
-        await self.consumer.seek_to_end(*assigned)  # only replies to what we are about to send
-
-    async def stop(self) -> None:
-        await self.consumer.stop()
-        await self.producer.stop()
-
-    async def send(self, message: ExchangePayload) -> str:
-        outbound = envelope(self.codec, message, "bank", self.run_id)
-        await self.producer.send_and_wait(self.settings.topic(outbound.topic), self.codec.encode(outbound.message),
-                                          key=outbound.key.encode())
-        return outbound.message.message_id
-
-    async def reply(self, message_type: type[P]) -> P:
-        kind = kind_of(message_type).name
-        deadline = time.monotonic() + REPLY_TIMEOUT_S
-        while time.monotonic() < deadline:
-            batches = await self.consumer.getmany(timeout_ms=200)
-            for records in batches.values():
-                for record in records:
-                    message = self.codec.decode(record.value, ExchangeMessage)
-                    if message.session_id == self.run_id and message.sender == "partner" and message.kind == kind:
-                        return open_payload(self.codec, message, message_type)
-        raise UnreachableError(f"no {kind} from the partner within {REPLY_TIMEOUT_S:.0f} s")
-
-
 async def train_federated_over_exchange(
     settings: Settings, redis: aioredis.Redis, registry: ModelRegistry, product: str, history: list[LabelledRow], *,
     mode: Mode = "minibatch", epochs: int = DEFAULT_MAX_EPOCHS, batch_size: int | None = None,
@@ -138,25 +87,26 @@ async def train_federated_over_exchange(
     run_id = secrets.token_hex(16)
     model_name = federated_model_name(product)
     version_label = f"{model_name}@{run_id[:12]}"
-    exchange = _Exchange(settings, AvroCodec(SchemaStore(settings.schema_dir)), run_id)
+    exchange = ExchangeChannel(settings, AvroCodec(SchemaStore(settings.schema_dir)))
     await exchange.start()
     try:
-        await exchange.send(TrainingRun.of(model_name, version_label, join_ids, bank.start()))
+        await exchange.send(TrainingRun.of(model_name, version_label, join_ids, bank.start()), run_id)
         batch_rows = len(join_ids) if mode == "batch" else (
             batch_size if batch_size is not None else default_batch_size(len(join_ids), bank.min_batch_size))
         converged = False
         for epoch in range(epochs):
             for plan in bank.plan_epoch(epoch, batch_rows):
-                await exchange.send(plan)
-                scores = await exchange.reply(BatchScores)
-                await exchange.send(await asyncio.to_thread(bank.residuals_step, plan, scores, mode == "online"))
-                masked = await exchange.reply(MaskedGradient)
-                await exchange.send(await asyncio.to_thread(bank.decrypt_step, masked))
+                sent = await exchange.send(plan, run_id)
+                scores, answer = await exchange.reply(run_id, [BatchScores], sent, REPLY_TIMEOUT_S)
+                residuals = await asyncio.to_thread(bank.residuals_step, plan, scores, mode == "online")
+                sent = await exchange.send(residuals, run_id, answer)
+                masked, answer = await exchange.reply(run_id, [MaskedGradient], sent, REPLY_TIMEOUT_S)
+                await exchange.send(await asyncio.to_thread(bank.decrypt_step, masked), run_id, answer)
             bank.end_epoch()
             if DEFAULT_STOPPING.should_stop(bank.epoch_losses):
                 converged = True
                 break
-        await exchange.send(TrainingFinish())
+        await exchange.send(TrainingFinish(), run_id)
     finally:
         await exchange.stop()
         bank.close()

@@ -46,6 +46,11 @@ class BankHalf:
             raise ValueError(f"a federated half takes {len(FEATURE_NAMES)} bank features and one weight per prepared "
                              f"column; got {self.preparation.inputs} and {self.weights.shape} for {self.preparation.outputs}")
 
+    def prepared(self, features: np.ndarray) -> np.ndarray:
+        """One event's raw features (FEATURE_NAMES order) as the half takes them: its preparation's output."""
+        row: np.ndarray = self.preparation.transform(features[None, :])[0]
+        return row
+
     def contributions(self, features: np.ndarray, partial_scores: np.ndarray) -> np.ndarray:
         """Each bank feature's share of the log-odds (raw features in FEATURE_NAMES order, NaN where
         missing; a missing indicator counts toward its feature, a dropped feature gets 0), and the

@@ -249,10 +249,11 @@ class BankParty:
         self.preparation, self.features = _prepared(features, len(self.join_ids), "bank", preparation)
         if min_batch_size < 1 or learning_rate <= 0 or learning_rate_decay < 0 or l2 < 0:
             raise ConfigError("min_batch_size >= 1, learning_rate > 0, learning_rate_decay >= 0 and l2 >= 0 are required")
+        self.cipher = BankCipher(private_key=private_key, encrypted=encrypted, noise=noise,
+                                 residual_exponent=residual_exponent, workers=workers, noise_rng=noise_rng)
         self.encrypted = encrypted
-        self.private_key = private_key if private_key is not None else (generate_keypair()[1] if encrypted else None)
-        self.public_key = (self.private_key.public_key if self.private_key is not None
-                           else PaillierPublicKey(_PLAINTEXT_MODULUS))
+        self.private_key = self.cipher.private_key
+        self.public_key = self.cipher.public_key
         self.learning_rate = learning_rate
         self.learning_rate_decay = learning_rate_decay
         self.l2 = l2
@@ -264,8 +265,6 @@ class BankParty:
         self.weights = np.zeros(self.features.shape[1])
         self.bias = 0.0
         self._shuffle = random.Random(shuffle_seed) if shuffle_seed is not None else random.SystemRandom()
-        self._noise_rng = noise_rng or np.random.default_rng(secrets.randbits(128))
-        self._pool = WorkerPool(workers) if encrypted else None
         self._step: _Step | None = None
         self.epoch_losses: list[float] = []
         self._loss_sum = 0.0
@@ -305,15 +304,8 @@ class BankParty:
         rate = step_size(self._start, plan.epoch)
         residuals = self._online_residuals(features, labels, partner_share, rate) if online else \
             self._batch_residuals(features, labels, partner_share, rate)
-        encodings = [encode_fixed(float(r), self.residual_exponent, self.public_key) for r in residuals]
-        if self.encrypted:
-            assert self._pool is not None
-            values = [int(c) for c in self._pool.encrypt(self.public_key, encodings)]
-            width = (self.public_key.nsquare.bit_length() + 7) // 8
-        else:
-            values, width = encodings, (self.public_key.n.bit_length() + 7) // 8
         self._step = _Step(plan.epoch, plan.batch_index, len(rows))
-        return EncryptedResiduals.of(plan.epoch, plan.batch_index, self.encrypted, width, values, self.residual_exponent)
+        return self.cipher.encrypt_residuals(plan.epoch, plan.batch_index, residuals)
 
     def _track_loss(self, probabilities: np.ndarray, labels: np.ndarray) -> None:
         clipped = np.clip(probabilities, 1e-12, 1 - 1e-12)
@@ -353,6 +345,60 @@ class BankParty:
         step = self._step
         if step is None or (masked.epoch, masked.batch_index) != (step.epoch, step.batch_index):
             raise ValidationError("masked gradient for a batch the bank has not sent residuals for", reason=_BAD)
+        unmasked = self.cipher.unmask(masked)
+        self._step = None
+        return unmasked
+
+    # --- prediction ----------------------------------------------------------------------------------------
+    def predict_proba(self, join_ids: Sequence[str], partner_scores: BatchScores) -> np.ndarray:
+        if partner_scores.join_ids != tuple(join_ids):
+            raise ValidationError("partial scores are not for the asked join ids", reason=_BAD)
+        rows = _rows_of(self._row_of, join_ids, "bank")
+        return sigmoid(self.features[rows] @ self.weights + self.bias + np.asarray(partner_scores.scores))
+
+    def close(self) -> None:
+        self.cipher.close()
+
+
+class BankCipher:
+    """The bank's Paillier side of a step, whoever plans the rows (training here, online windows in
+    scoring): it encrypts residuals under the bank's key and decrypts the partner's masked gradient,
+    adding the calibrated noise if any. `encrypted=False` is the plaintext protocol check.
+
+    >>> cipher = BankCipher(encrypted=False, workers=1)
+    >>> residuals = cipher.encrypt_residuals(0, 7, np.array([0.25, -0.5]))
+    >>> residuals.batch_index, [v if v < cipher.public_key.n // 2 else v - cipher.public_key.n for v in residuals.values]
+    (7, [1073741824, -2147483648])
+    """
+
+    def __init__(self, *, private_key: PaillierPrivateKey | None = None, encrypted: bool = True,
+                 noise: GaussianNoise | None = None, residual_exponent: int = DEFAULT_RESIDUAL_EXPONENT,
+                 workers: int | None = None, noise_rng: np.random.Generator | None = None) -> None:
+        self.encrypted = encrypted
+        self.private_key = private_key if private_key is not None else (generate_keypair()[1] if encrypted else None)
+        self.public_key = (self.private_key.public_key if self.private_key is not None
+                           else PaillierPublicKey(_PLAINTEXT_MODULUS))
+        self.noise = noise
+        self.residual_exponent = residual_exponent
+        self._noise_rng = noise_rng or np.random.default_rng(secrets.randbits(128))
+        self._pool = WorkerPool(workers) if encrypted else None
+
+    def start(self, learning_rate: float, l2: float) -> TrainingStart:
+        return TrainingStart.of(self.public_key.n, learning_rate, l2, self.encrypted)
+
+    def encrypt_residuals(self, epoch: int, batch_index: int, residuals: np.ndarray) -> EncryptedResiduals:
+        """[[r_i]] for each residual, fixed point at `residual_exponent`."""
+        encodings = [encode_fixed(float(r), self.residual_exponent, self.public_key) for r in residuals]
+        if self.encrypted:
+            assert self._pool is not None
+            values = [int(c) for c in self._pool.encrypt(self.public_key, encodings)]
+            width = (self.public_key.nsquare.bit_length() + 7) // 8
+        else:
+            values, width = encodings, (self.public_key.n.bit_length() + 7) // 8
+        return EncryptedResiduals.of(epoch, batch_index, self.encrypted, width, values, self.residual_exponent)
+
+    def unmask(self, masked: MaskedGradient) -> UnmaskedGradient:
+        """Decrypt the partner's masked gradient (values we cannot read) and add the calibrated noise."""
         if masked.encrypted != self.encrypted or not 1 <= masked.feature_bits <= 24:
             raise ValidationError("masked gradient flags do not match this training", reason=_BAD)
         if self.encrypted:
@@ -365,20 +411,13 @@ class BankParty:
             scale = 16 ** -self.residual_exponent
             noise = np.rint(self._noise_rng.normal(0.0, sigma, size=len(values)) * scale).astype(object)
             values = [(value + int(extra)) % self.public_key.n for value, extra in zip(values, noise)]
-        self._step = None
         width = (self.public_key.n.bit_length() + 7) // 8
         return UnmaskedGradient.of(masked.epoch, masked.batch_index, self.encrypted, width, values)
-
-    # --- prediction ----------------------------------------------------------------------------------------
-    def predict_proba(self, join_ids: Sequence[str], partner_scores: BatchScores) -> np.ndarray:
-        if partner_scores.join_ids != tuple(join_ids):
-            raise ValidationError("partial scores are not for the asked join ids", reason=_BAD)
-        rows = _rows_of(self._row_of, join_ids, "bank")
-        return sigmoid(self.features[rows] @ self.weights + self.bias + np.asarray(partner_scores.scores))
 
     def close(self) -> None:
         if self._pool is not None:
             self._pool.close()
+            self._pool = None
 
 
 # Plaintext protocol check only: a fixed odd modulus the size of a 2048-bit key, so encodings,

@@ -203,18 +203,20 @@ class Preparation:
 
     def transform(self, features: np.ndarray) -> np.ndarray:
         """Raw rows (NaN where missing) to model inputs, exactly as on the training rows."""
-        matrix = _raw_matrix(features, self.inputs)
-        raw = matrix[:, self.sources]
-        missing = np.isnan(raw)
-        values = np.where(missing, self.median, raw)
-        values = np.where(self.log, signed_log1p(values), values)
-        values = np.clip(values, self.low, self.high)
+        values = _raw_matrix(features, self.inputs)[:, self.sources]  # a copy: every step below works in place
+        missing = np.isnan(values)
+        np.copyto(values, self.median, where=missing)
+        logged = np.flatnonzero(self.log)
+        values[:, logged] = signed_log1p(values[:, logged])
+        np.clip(values, self.low, self.high, out=values)
         for column, edges in enumerate(self.edges):
             if edges:
                 values[:, column] = np.searchsorted(np.asarray(edges), values[:, column], side="right")
-        values = np.where(self.indicator, missing, values)
-        prepared: np.ndarray = (values - self.mean) / self.scale
-        return prepared
+        indicators = np.flatnonzero(self.indicator)
+        values[:, indicators] = missing[:, indicators]
+        values -= self.mean
+        values /= self.scale
+        return values
 
     def per_input(self, output_values: np.ndarray) -> np.ndarray:
         """Sum output columns back onto their input columns (rows x outputs -> rows x inputs):

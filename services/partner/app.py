@@ -3,14 +3,16 @@
 Reads its raw feature feed (validated; malformed records to dlq.partner.features.raw), keeps
 features and its halves of the federated models, aligns ids with the bank by PSI, answers
 partial-score requests and pushes partial scores when a person's features or a model change,
-and takes part in federated training. It reads only exchange.to_partner from the bank and
-writes only exchange.to_bank; nothing it sends carries a feature value (README: what each
-party learns).
+and takes part in federated training, batch runs and the bank's online windows of responses. It
+reads only exchange.to_partner from the bank and writes only exchange.to_bank; nothing it sends
+carries a feature value (README: what each party learns).
 """
 from __future__ import annotations
 
 import asyncio
+import logging
 import time
+from dataclasses import dataclass
 
 import numpy as np
 
@@ -18,6 +20,7 @@ from services.core import metrics
 from services.core.avro import AvroCodec
 from services.core.errors import MessageError, ValidationError
 from services.core.kafka import HandlerResult, Inbound, Outbound, Stage, attach, avro_decoder
+from services.core.logs import facts
 from services.core.service import ServiceContext, bootstrap, main
 from services.crypto.psi.link import AlignmentLink
 from services.models.fedlr import PartnerParty
@@ -28,19 +31,25 @@ from services.protocol.exchange import check_incoming, envelope, open_payload
 from services.protocol.exchange_messages import (
     BatchPlan,
     EncryptedResiduals,
+    OnlineSession,
     PartialScores,
     PsiSession,
     ScoreRequest,
     TrainingFinish,
     TrainingRun,
     UnmaskedGradient,
+    WindowApplied,
 )
 from services.protocol.identity import id_hash
 from services.protocol.kinds import Kind
+from services.protocol.partner_versions import lineage_of, online_version
 from services.protocol.stream_messages import ExchangeMessage
 
 SERVICE = "partner"
 MAX_SCORES_PER_MESSAGE = 20_000
+# A window is a few hundred rows at most: its kernel runs in this process, not on a pool.
+ONLINE_WINDOW_WORKERS = 1
+log = logging.getLogger(__name__)
 
 
 class PartnerTraining:
@@ -57,6 +66,28 @@ class PartnerTraining:
         return PartnerModel(self.run.model_name, self.run.version, self.party.weights.copy(), self.party.preparation)
 
 
+@dataclass
+class WindowInFlight:
+    """The window of an online session between its BatchPlan and its UnmaskedGradient: the party
+    with the masks, and the ids of the answers the bank's next steps must correlate to."""
+
+    index: int
+    party: PartnerParty
+    base: PartnerModel
+    scores_id: str
+    masked_id: str = ""
+
+
+@dataclass
+class OnlinePartnerSession:
+    """One online session of the bank (one model): its key and settings, and the window in flight.
+    Only the window number in the stored half is state that counts: a session lost with a replica is
+    reopened by the bank, and an in-flight window started again."""
+
+    session: OnlineSession
+    in_flight: WindowInFlight | None = None
+
+
 class PartnerService:
     def __init__(self, store: PartnerStore, link: AlignmentLink, codec: AvroCodec) -> None:
         self.store = store
@@ -64,6 +95,7 @@ class PartnerService:
         self.codec = codec
         self._loaded = False
         self.trainings: dict[str, PartnerTraining] = {}
+        self.online: dict[str, OnlinePartnerSession] = {}
 
     async def _ensure_loaded(self) -> None:
         if not self._loaded:
@@ -120,6 +152,10 @@ class PartnerService:
     async def _training_step(self, message: ExchangeMessage, kind: Kind) -> list[Outbound]:
         """One step of a federated training run the bank drives (services/models/fedlr.py)."""
         run_id = message.session_id
+        if kind.message is OnlineSession:
+            return await self._open_online(message)
+        if run_id in self.online:
+            return await self._online_step(message, kind, self.online[run_id])
         if kind.message is TrainingRun:
             run = open_payload(self.codec, message, TrainingRun)
             features = await self.store.features_by_join_id(list(run.join_ids))
@@ -156,6 +192,100 @@ class PartnerService:
             await self.store.put_model(training.model())
             return await self.partial_score_messages(await self.store.all_aligned_join_ids())
         raise ValidationError(f"unknown training step {message.kind!r}", reason="unknown_kind")
+
+    async def _open_online(self, message: ExchangeMessage) -> list[Outbound]:
+        """The bank (re)opens online learning of a model: one session per model, the latest wins."""
+        session = open_payload(self.codec, message, OnlineSession)
+        stored = await self.store.model(session.model_name)
+        if stored is None or lineage_of(stored.version) != lineage_of(session.partner_version):
+            raise ValidationError(f"no partner half of {session.model_name} in the lineage of "
+                                  f"{session.partner_version!r}", reason="unknown_partner_version")
+        for session_id in [sid for sid, known in self.online.items() if known.session.model_name == session.model_name]:
+            self._drop_online(session_id)
+        self.online[message.session_id] = OnlinePartnerSession(session)
+        return []
+
+    def _drop_online(self, session_id: str) -> None:
+        dropped = self.online.pop(session_id)
+        if dropped.in_flight is not None:
+            dropped.in_flight.party.close()
+
+    async def _online_step(self, message: ExchangeMessage, kind: Kind, online: OnlinePartnerSession) -> list[Outbound]:
+        """One step of an online window (services/models/online_federated.py). The stored half's
+        window number decides: a window at or below it is applied already (the bank is told so, and
+        the new scores pushed again in case their first push died with a crashed transaction); the
+        next one is computed; anything else is refused."""
+        session_id, name = message.session_id, online.session.model_name
+        stored = await self.store.model(name)
+        if stored is None or lineage_of(stored.version) != lineage_of(online.session.partner_version):
+            raise ValidationError(f"the partner half of {name} left the session's lineage", reason="unknown_partner_version")
+        if kind.message is BatchPlan:
+            plan = open_payload(self.codec, message, BatchPlan)
+            if plan.batch_index <= stored.window:
+                return [self._applied(stored, session_id, message.message_id)]
+            if plan.batch_index != stored.window + 1:
+                raise ValidationError(f"window {plan.batch_index} of {name}: the partner has applied "
+                                      f"{stored.window}", reason="window_out_of_order")
+            return await self._start_window(plan, stored, online, message)
+        in_flight = online.in_flight
+        if kind.message is EncryptedResiduals:
+            residuals = open_payload(self.codec, message, EncryptedResiduals)
+            if in_flight is None or (residuals.batch_index, message.correlation_id) != (in_flight.index,
+                                                                                          in_flight.scores_id):
+                raise ValidationError(f"residuals of window {residuals.batch_index} answer no scores in flight",
+                                      reason="stale_training_step")
+            masked = await asyncio.to_thread(in_flight.party.gradient_step, residuals)
+            rows, columns = in_flight.party.last_batch_shape
+            metrics.PAILLIER_OPERATIONS.labels(SERVICE, "ciphertext_scalar_products").inc(rows * columns)
+            answer = envelope(self.codec, masked, "partner", session_id, message.message_id)
+            in_flight.masked_id = answer.message.message_id
+            return [answer]
+        if kind.message is UnmaskedGradient:
+            unmasked = open_payload(self.codec, message, UnmaskedGradient)
+            if unmasked.batch_index <= stored.window:  # a replay: applied before (its outputs may have been lost)
+                return [self._applied(stored, session_id, message.message_id),
+                        *await self.partial_score_messages(await self.store.all_aligned_join_ids())]
+            if in_flight is None or (unmasked.batch_index, message.correlation_id) != (in_flight.index,
+                                                                                         in_flight.masked_id):
+                raise ValidationError(f"gradient of window {unmasked.batch_index} answers no masked gradient in flight",
+                                      reason="stale_training_step")
+            online.in_flight = None
+            await asyncio.to_thread(in_flight.party.update_step, unmasked)
+            in_flight.party.close()
+            base = in_flight.base
+            moved = PartnerModel(name, online_version(lineage_of(base.version), in_flight.index),
+                                 in_flight.party.weights.copy(), base.preparation, in_flight.index)
+            if not await self.store.put_next_window(moved):
+                raise ValidationError(f"window {moved.window} of {name} was applied by another writer",
+                                      reason="stale_training_step")
+            log.info("online window applied", extra=facts(model=name, window=moved.window))
+            return [self._applied(moved, session_id, message.message_id),
+                    *await self.partial_score_messages(await self.store.all_aligned_join_ids())]
+        raise ValidationError(f"{message.kind} is not a step of an online session", reason="unknown_kind")
+
+    async def _start_window(self, plan: BatchPlan, stored: PartnerModel, online: OnlinePartnerSession,
+                            message: ExchangeMessage) -> list[Outbound]:
+        """Step 1 of a window: w_p . x_p for its rows, on a party holding the stored half's weights."""
+        distinct = list(dict.fromkeys(plan.join_ids))  # one customer may respond twice in a window
+        features = await self.store.features_by_join_id(distinct)
+        if len(features) != len(distinct):
+            raise ValidationError(f"{len(distinct) - len(features)} window join ids are not aligned people of ours",
+                                  reason="unknown_join_ids")
+        # The stored half's own preparation, never one fitted on the window's rows.
+        party = PartnerParty(distinct, np.vstack([features[j] for j in distinct]), preparation=stored.preparation,
+                             workers=ONLINE_WINDOW_WORKERS)
+        party.weights = stored.weights.copy()
+        party.on_training_start(online.session.start)
+        scores = await asyncio.to_thread(party.scores_step, plan)
+        answer = envelope(self.codec, scores, "partner", message.session_id, message.message_id)
+        if online.in_flight is not None:
+            online.in_flight.party.close()
+        online.in_flight = WindowInFlight(plan.batch_index, party, stored, answer.message.message_id)
+        return [answer]
+
+    def _applied(self, model: PartnerModel, session_id: str, answering: str) -> Outbound:
+        return envelope(self.codec, WindowApplied(model.name, model.window, model.version), "partner", session_id,
+                        answering)
 
     async def _join_session(self, message: ExchangeMessage) -> list[Outbound]:
         """A new session from the bank: align everyone we hold from scratch (join ids change)."""

@@ -4,18 +4,32 @@
 `pnid:<hash>`      -> partner record id, by the identity hash (SHA-256 of the national id), which
                    is also the id PSI aligns on: no raw national id is kept after ingest
 `pjoin:<join id>`  -> partner record id, after PSI; `prjoin:<record>` -> join id
-`pmodel:<model>`   the partner's half of a federated model: JSON {name, version, weights, preparation}
+`pmodel:<model>`   the partner's half of a federated model: JSON {name, version, weights, preparation,
+                   window}; `window` counts the online windows applied on top of the trained half,
+                   written in the same SET as the weights, so a replayed window is recognised
 """
 from __future__ import annotations
 
 import json
 from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
 import redis.asyncio as aioredis
 
 from services.models.preparation import Preparation
 from services.partner.features import FEATURE_NAMES
+
+# Write a model's new window only over the window before it: a second writer (a replica that lost
+# its lease and still runs) cannot apply a window twice or fork the half.
+PUT_NEXT_WINDOW_LUA = """
+local stored = redis.call('GET', KEYS[1])
+local window = 0
+if stored then window = cjson.decode(stored)['window'] or 0 end
+if window ~= tonumber(ARGV[2]) then return 0 end
+redis.call('SET', KEYS[1], ARGV[1])
+return 1
+"""
 
 
 @dataclass(frozen=True)
@@ -27,6 +41,7 @@ class PartnerModel:
     version: str
     weights: np.ndarray
     preparation: Preparation
+    window: int = 0  # online windows applied on top of the trained half
 
     def partial_scores(self, features: np.ndarray) -> np.ndarray:
         """w_p . prepared(x) for each row of raw `features` (NaN where missing)."""
@@ -35,7 +50,7 @@ class PartnerModel:
 
     def to_json(self) -> str:
         return json.dumps({"name": self.name, "version": self.version, "weights": self.weights.tolist(),
-                           "preparation": self.preparation.to_dict()})
+                           "preparation": self.preparation.to_dict(), "window": self.window})
 
     @classmethod
     def from_json(cls, raw: bytes | str) -> PartnerModel:
@@ -43,13 +58,15 @@ class PartnerModel:
         values = json.loads(raw)
         preparation = (Preparation.from_dict(values["preparation"]) if "preparation" in values
                        else Preparation.standardisation(np.asarray(values["mean"]), np.asarray(values["scale"])))
-        return cls(values["name"], values["version"], np.asarray(values["weights"], dtype=np.float64), preparation)
+        return cls(values["name"], values["version"], np.asarray(values["weights"], dtype=np.float64), preparation,
+                   int(values.get("window", 0)))
 
 
 @dataclass
 class PartnerStore:
     redis: aioredis.Redis
     key_prefix: str
+    _put_next_window: Any = None
 
     def key(self, kind: str, name: str) -> str:
         return f"{self.key_prefix}{kind}:{name}"
@@ -105,10 +122,20 @@ class PartnerStore:
                 if vector is not None}
 
     async def put_model(self, model: PartnerModel) -> None:
-        if model.preparation.inputs != len(FEATURE_NAMES) or model.weights.shape != (model.preparation.outputs,):
-            raise ValueError(f"a partner model takes {len(FEATURE_NAMES)} features and one weight per prepared column, "
-                             f"got {model.preparation.inputs} and {model.weights.shape}")
+        _check_shape(model)
         await self.redis.set(self.key("pmodel", model.name), model.to_json())
+
+    async def put_next_window(self, model: PartnerModel) -> bool:
+        """Store `model` (window k) only over window k - 1 of the same model; False if it was not there."""
+        _check_shape(model)
+        if self._put_next_window is None:
+            self._put_next_window = self.redis.register_script(PUT_NEXT_WINDOW_LUA)
+        return bool(await self._put_next_window(keys=[self.key("pmodel", model.name)],
+                                                args=[model.to_json(), model.window - 1]))
+
+    async def model(self, name: str) -> PartnerModel | None:
+        stored = await self.redis.get(self.key("pmodel", name))
+        return PartnerModel.from_json(stored) if stored is not None else None
 
     async def models(self) -> list[PartnerModel]:
         keys = [key async for key in self.redis.scan_iter(match=self.key("pmodel", "*"))]
@@ -123,3 +150,9 @@ class PartnerStore:
         """Everyone the partner holds, as PSI ids (for a new session's full run)."""
         prefix = self.key("pnid", "")
         return [key.decode()[len(prefix):] async for key in self.redis.scan_iter(match=f"{prefix}*", count=1000)]
+
+
+def _check_shape(model: PartnerModel) -> None:
+    if model.preparation.inputs != len(FEATURE_NAMES) or model.weights.shape != (model.preparation.outputs,):
+        raise ValueError(f"a partner model takes {len(FEATURE_NAMES)} features and one weight per prepared column, "
+                         f"got {model.preparation.inputs} and {model.weights.shape}")

@@ -392,8 +392,41 @@ class TrainingFinish:
     MALFORMED: ClassVar[str] = BAD_FEDLR_MESSAGE
 
 
+# --- online federated learning from responses (services/scoring/online_windows.py, services/partner/app.py)
+
+@dataclass(frozen=True, slots=True)
+class OnlineSession:
+    """The bank opens (or reopens, after a restart of either side) an online session for one model:
+    its partner half carries on from `partner_version` (services/protocol/partner_versions.py), one
+    window of responses at a time; each window is a `BatchPlan` whose `batch_index` is the window's
+    number, then the usual steps, over the new key in `start`."""
+
+    SCHEMA: ClassVar[str] = "cipherstream.exchange.OnlineSession"
+    MALFORMED: ClassVar[str] = BAD_FEDLR_MESSAGE
+    model_name: str
+    partner_version: str
+    start: TrainingStart
+
+
+@dataclass(frozen=True, slots=True)
+class WindowApplied:
+    """The partner has applied window `window` of `model_name` (now, or before: a replayed window is
+    not applied twice) and stored its half as `partner_version`."""
+
+    SCHEMA: ClassVar[str] = "cipherstream.exchange.WindowApplied"
+    MALFORMED: ClassVar[str] = BAD_FEDLR_MESSAGE
+    model_name: str
+    window: int
+    partner_version: str
+
+    def __post_init__(self) -> None:
+        if self.window < 1:
+            raise ValidationError(f"window {self.window} must be 1 or more", reason=BAD_FEDLR_MESSAGE)
+
+
 ExchangePayload = (
     PsiSession | PsiBlindedIds | PsiDoublyBlindedIds | ScoreRequest | PartialScores | TrainingStart | TrainingRun
     | BatchPlan | BatchScores | EncryptedResiduals | MaskedGradient | UnmaskedGradient | TrainingFinish
+    | OnlineSession | WindowApplied
 )
 EXCHANGE_MESSAGE_TYPES: tuple[type[ExchangePayload], ...] = typing.get_args(ExchangePayload)

@@ -29,6 +29,7 @@ from services.protocol.exchange_messages import (
     EncryptedResiduals,
     ExchangePayload,
     MaskedGradient,
+    OnlineSession,
     PartialScores,
     Party,
     PsiBlindedIds,
@@ -38,6 +39,7 @@ from services.protocol.exchange_messages import (
     TrainingFinish,
     TrainingRun,
     UnmaskedGradient,
+    WindowApplied,
 )
 
 Protocol = Literal["psi", "scoring", "fedlr"]
@@ -116,6 +118,15 @@ KINDS: tuple[Kind, ...] = (
          "end of the run",
          "that w_p is now the partner half of the run's version label; from when it comes, after how many epochs "
          "the bank's loss over all training rows settled (the stopping rule), nothing about any one row"),
+    Kind("fedlr_online", "fedlr", "bank", OnlineSession,
+         "model name, the partner version the bank's half pairs with, a fresh public key n, learning rate, l2",
+         "that the bank learns this model online from responses; nothing private. Then per window of at least "
+         "`min_batch_size` responses: `fedlr_plan` (which aligned people had a terminal response to this "
+         "product's offers in the window, not how they responded) and the four steps as in training"),
+    Kind("fedlr_applied", "fedlr", "partner", WindowApplied,
+         "the window number the partner has applied (now, or before: a replay is not applied twice) and its "
+         "half's new version label",
+         "that w_p moved by the window's gradient, not how; partial scores of the new label follow"),
 )
 _BY_NAME: Mapping[str, Kind] = {kind.name: kind for kind in KINDS}
 _BY_MESSAGE: Mapping[type[ExchangePayload], Kind] = {kind.message: kind for kind in KINDS}

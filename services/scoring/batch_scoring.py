@@ -1,10 +1,11 @@
 """Scoring a batch of events, as a pure function of the events, the profiles, the partner's
 partial scores and the live models: no I/O, so it is tested and benchmarked on its own.
 
-An aligned customer whose partner partial score has arrived, for the partner version the
-deployed federated half was trained with, is scored by the product's federated model
-(services/models/federated.py); everyone else by the bank-only online model, or by the
-product's fallback while that model may not serve yet (live_models.py).
+An aligned customer whose partner partial score has arrived, of the partner half's lineage the
+deployed federated half was trained with (services/protocol/partner_versions.py: a window of
+online learning behind is expected until the partner's new scores arrive), is scored by the
+product's federated model (services/models/federated.py); everyone else by the bank-only
+model, or by the product's fallback while that model may not serve yet (live_models.py).
 """
 from __future__ import annotations
 
@@ -15,6 +16,7 @@ import numpy as np
 from services.models.bank_features import feature_matrix
 from services.models.federated import REASON_NAMES, LiveFederated
 from services.protocol.bank_keys import parse_partial_score
+from services.protocol.partner_versions import same_lineage
 from services.protocol.stream_messages import CustomerEvent, CustomerProfile, CustomerScores, ProductScore, ReasonCode
 from services.scoring.live_models import FALLBACK_REASONS, LiveModel
 from services.scoring.model import top_reasons_batch
@@ -69,7 +71,7 @@ def _score_federated(live: LiveFederated, features: np.ndarray, partials: Sequen
         stored = per_model.get(live.version.model_name)
         if stored:
             version, score = parse_partial_score(stored)
-            if version == live.half.partner_version:
+            if same_lineage(version, live.half.partner_version):
                 rows.append(row)
                 scores.append(score)
     if not rows:

@@ -34,9 +34,9 @@ from services.models.history import HistoryRow, split_by_time
 from services.models.ranking import roc_auc
 from services.models.registry import DataFingerprint, ModelRegistry, ModelVersion
 from services.protocol.stream_messages import OfferResponse
+from services.scoring.learner import NEGATIVE_OUTCOMES, POSITIVE_OUTCOMES
 from services.scoring.live_models import model_name
 from services.scoring.model import MIN_ROWS_PER_CLASS, ProductModel, enough_history
-from services.scoring.scorer import NEGATIVE_OUTCOMES, POSITIVE_OUTCOMES
 from services.scoring.state import ScoringState
 from services.scoring.topics import RESPONSES
 

@@ -1,34 +1,38 @@
-"""The models scoring serves: one online bank-only model per product (checkpointed to the
-registry as it learns) and, where one is deployed, the bank half of a federated model.
+"""The models scoring serves: per product, the latest registered version of the bank-only online
+model and, where one is deployed, of the federated model's bank half.
+
+Every replica serves registered versions only, never a model it holds in memory, so each score
+carries the service number of exactly the version it was scored with. The versions come from the
+learner (services/scoring/learner.py: one replica learns, all serve) and from training jobs; a
+replica looks for new ones every `model_refresh_s` and records a deployment for each it takes up.
 
 A product whose model has not learned enough of both outcomes to serve (`ProductModel.ready`:
 no history was trained for it, services/scoring/bootstrap.py) is named in a log line at start and
-scored by the fallback until it has: the bank-wide prior conversion rate (the conversions over
-the rows of every product model that is ready, else PRIOR_CONVERSION_RATE) with the single reason
-code `no_model_yet`, under its own registry version `propensity.<product>.fallback`, so every such
-score says so in its model label and service number. Meanwhile the product's model learns from
-responses as every model does."""
+scored by the fallback until a version that has arrives: the bank-wide prior conversion rate (the
+conversions over the rows of every product model that is ready, else PRIOR_CONVERSION_RATE) with
+the single reason code `no_model_yet`, under its own registry version `propensity.<product>.fallback`,
+so every such score says so in its model label and service number.
+"""
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import datetime as dt
 import logging
 import socket
 import time
 from dataclasses import dataclass, field
 
-import numpy as np
-
-from services.core import metrics
 from services.core.logs import facts
 from services.models.bank_features import FEATURE_NAMES
 from services.models.federated import LiveFederated, load_federated
-from services.models.registry import DataFingerprint, ModelRegistry, ModelVersion
+from services.models.registry import DataFingerprint, ModelRegistry, ModelVersion, StaleVersionError
 from services.protocol.stream_messages import ReasonCode
 from services.scoring.model import PRIOR_CONVERSION_RATE, ProductModel
 
 log = logging.getLogger(__name__)
 FEDERATED_REFRESH_S = 30.0
+BANK_ALGORITHM = "river.LogisticRegression(online SGD)"
 FALLBACK_REASONS: tuple[ReasonCode, ...] = (ReasonCode("no_model_yet", 0.0),)
 
 
@@ -52,15 +56,16 @@ class Fallback:
         return f"{self.version.model_name}@v{self.version.version}"
 
 
+def bank_parameters(model: ProductModel) -> dict[str, object]:
+    return {"learning_rate": model.learning_rate, "l2": model.l2, "scaler": "StandardScaler"}
+
+
 @dataclass
 class LiveModel:
     """A product model being served, with the registry version its scores carry."""
 
     model: ProductModel
     version: ModelVersion
-    fingerprint: DataFingerprint
-    started_at: dt.datetime
-    learned_since_checkpoint: int = 0
     fallback: Fallback | None = None
 
     def serving_fallback(self) -> Fallback | None:
@@ -73,28 +78,20 @@ class LiveModels:
     registry: ModelRegistry
     live: dict[str, LiveModel] = field(default_factory=dict)
     federated: dict[str, LiveFederated] = field(default_factory=dict)
-    federated_loaded_at: float = 0.0
-    checkpoint_every_rows: int = 200
+    loaded_at: float = 0.0
     model_refresh_s: float = FEDERATED_REFRESH_S
     operator: str = "scoring-service"
 
     @classmethod
-    def start(cls, registry: ModelRegistry, products: tuple[str, ...], checkpoint_every_rows: int = 200,
+    def start(cls, registry: ModelRegistry, products: tuple[str, ...],
               model_refresh_s: float = FEDERATED_REFRESH_S) -> LiveModels:
-        """Restore each product's latest checkpoint (or start fresh) and register this run's version."""
-        models = cls(registry, checkpoint_every_rows=checkpoint_every_rows, model_refresh_s=model_refresh_s)
+        """Serve each product's latest version (registering an untrained first one where there is none)."""
+        models = cls(registry, model_refresh_s=model_refresh_s)
         for product in products:
-            latest = registry.latest(model_name(product))
-            model = ProductModel.from_bytes(latest[1]) if latest and latest[1] else ProductModel(product)
-            previous = latest[0] if latest else None
-            fingerprint = DataFingerprint(previous.data_fingerprint if previous else "")
-            models.live[product] = LiveModel(model, previous, fingerprint, dt.datetime.now(dt.UTC))  # type: ignore[arg-type]
-            models.checkpoint(product)
-            registry.record_deployment(models.live[product].version.service_number, operator=models.operator,
-                                       target=socket.gethostname())
+            models.live[product] = models._deploy(product, models._latest_or_first(product))
         models.start_fallbacks()
         models.federated = load_federated(registry, products)
-        models.federated_loaded_at = time.monotonic()
+        models.loaded_at = time.monotonic()
         return models
 
     def start_fallbacks(self) -> None:
@@ -118,39 +115,50 @@ class LiveModels:
                 product=product, fallback=live.fallback.label, propensity=round(prior, 4),
                 rows_learned=live.model.rows_learned, positives_learned=live.model.learned_counts()[0]))
 
-    async def refresh_federated(self) -> None:
-        """Pick up newly trained federated versions without a restart."""
-        if time.monotonic() - self.federated_loaded_at >= self.model_refresh_s:
-            self.federated_loaded_at = time.monotonic()
-            self.federated = await asyncio.to_thread(load_federated, self.registry, tuple(self.live))
+    def _latest_or_first(self, product: str) -> tuple[ModelVersion, bytes | None]:
+        latest = self.registry.latest(model_name(product))
+        if latest is not None:
+            return latest
+        model = ProductModel(product)
+        try:  # only if no version exists: replicas starting together register one first version between them
+            version = self.registry.register(
+                model_name=model_name(product), algorithm=BANK_ALGORITHM, parameters=bank_parameters(model),
+                feature_names=list(FEATURE_NAMES), rows_learned=0, iterations=0, fingerprint=DataFingerprint(),
+                operator=self.operator, started_at=dt.datetime.now(dt.UTC), checkpoint=model.to_bytes(),
+                only_if_latest=True)
+            return version, model.to_bytes()
+        except StaleVersionError:
+            found = self.registry.latest(model_name(product))
+            assert found is not None  # the version another replica just registered
+            return found
 
-    def checkpoint(self, product: str) -> None:
-        live = self.live[product]
-        model = live.model
-        live.version = self.registry.register(
-            model_name=model_name(product), algorithm="river.LogisticRegression(online SGD)",
-            parameters={"learning_rate": model.learning_rate, "l2": model.l2, "scaler": "StandardScaler"},
-            feature_names=list(FEATURE_NAMES), rows_learned=model.rows_learned, iterations=model.rows_learned,
-            fingerprint=live.fingerprint, operator=self.operator, started_at=live.started_at,
-            metrics={"auc_prequential": model.auc.get(), "drifts_detected": model.drifts_detected},
-            checkpoint=model.to_bytes(), parent_service_number=live.version.service_number if live.version else None,
-        )
-        live.learned_since_checkpoint = 0
-        live.started_at = dt.datetime.now(dt.UTC)
+    def _deploy(self, product: str, found: tuple[ModelVersion, bytes | None]) -> LiveModel:
+        version, checkpoint = found
+        model = ProductModel.from_bytes(checkpoint) if checkpoint else ProductModel(product)
+        self.registry.record_deployment(version.service_number, operator=self.operator, target=socket.gethostname())
+        return LiveModel(model, version)
 
-    def learn_one(self, product: str, features: np.ndarray, converted: bool, occurred_at_ms: int) -> None:
-        live = self.live[product]
-        live.model.learn(features, converted)
-        live.fingerprint.update(features.tolist(), converted, occurred_at_ms)
-        live.learned_since_checkpoint += 1
-        metrics.MODEL_AUC.labels(product).set(live.model.auc.get())
-        metrics.MODEL_KS.labels(product).set(live.model.ks())
+    async def refresh(self) -> None:
+        """Take up versions registered since the last look (the learner's checkpoints, trained halves)."""
+        if time.monotonic() - self.loaded_at >= self.model_refresh_s:
+            self.loaded_at = time.monotonic()
+            # Built in a thread, swapped in here: a batch being scored never sees a half-made dict.
+            self.live, self.federated = await asyncio.to_thread(self._reloaded)
 
-    async def checkpoint_due(self) -> None:
-        for product, live in self.live.items():
-            if live.learned_since_checkpoint >= self.checkpoint_every_rows:
-                started = time.perf_counter()
-                await asyncio.to_thread(self.checkpoint, product)
-                log.info("model checkpoint", extra=facts(product=product, service_number=live.version.service_number,
-                                                          rows=live.model.rows_learned,
-                                                          seconds=round(time.perf_counter() - started, 3)))
+    def _reloaded(self) -> tuple[dict[str, LiveModel], dict[str, LiveFederated]]:
+        live = dict(self.live)
+        for product, current in self.live.items():
+            if self.registry.latest_service_number(model_name(product)) != current.version.service_number:
+                latest = self.registry.latest(model_name(product))
+                if latest is not None:
+                    # The fallback stays with the product: it serves until a version has learned enough.
+                    live[product] = dataclasses.replace(self._deploy(product, latest), fallback=current.fallback)
+                    log.info("serving a new version", extra=facts(product=product,
+                                                                  service_number=latest[0].service_number))
+        federated = load_federated(self.registry, tuple(self.live))
+        for product, half in federated.items():
+            current = self.federated.get(product)
+            if current is None or current.version.service_number != half.version.service_number:
+                self.registry.record_deployment(half.version.service_number, operator=self.operator,
+                                                target=socket.gethostname())
+        return live, federated

@@ -1,28 +1,24 @@
-"""Scoring's three handlers: keep profiles, score events for every product, learn from responses.
+"""Scoring's two stage handlers: keep profiles, score events for every product. (Learning from
+responses is the learner's, `learner.py`: one replica learns, every replica serves.)
 
 The work is split three ways: the Redis state (`state.py`), the models being served
 (`live_models.py`) and the scoring of a batch itself, a pure function (`batch_scoring.py`).
 """
 from __future__ import annotations
 
-import logging
 from dataclasses import dataclass
 
 import redis.asyncio as aioredis
 
 from services.core.kafka import HandlerResult, Inbound, Outbound, now_ms
-from services.core.logs import facts
 from services.models.bank_features import PRODUCTS
 from services.models.registry import ModelRegistry
-from services.protocol.stream_messages import CustomerEvent, CustomerProfile, OfferResponse
+from services.protocol.stream_messages import CustomerEvent, CustomerProfile
 from services.scoring.batch_scoring import score_batch
 from services.scoring.live_models import FEDERATED_REFRESH_S, LiveModels
 from services.scoring.state import PartialScoresOf, ScoringState
 from services.scoring.topics import SCORES
 
-log = logging.getLogger(__name__)
-POSITIVE_OUTCOMES = frozenset({"converted"})
-NEGATIVE_OUTCOMES = frozenset({"ignored", "opted_out"})
 UNKNOWN_SEGMENT = "unknown"
 
 
@@ -38,10 +34,8 @@ class Scorer:
 
     @classmethod
     def start(cls, redis: aioredis.Redis, key_prefix: str, registry: ModelRegistry, products: tuple[str, ...] = PRODUCTS,
-              checkpoint_every_rows: int = 200, model_refresh_s: float = FEDERATED_REFRESH_S) -> Scorer:
-        return cls(ScoringState(redis, key_prefix),
-                   LiveModels.start(registry, products, checkpoint_every_rows=checkpoint_every_rows,
-                                    model_refresh_s=model_refresh_s))
+              model_refresh_s: float = FEDERATED_REFRESH_S) -> Scorer:
+        return cls(ScoringState(redis, key_prefix), LiveModels.start(registry, products, model_refresh_s=model_refresh_s))
 
     async def store_profiles(self, batch: list[Inbound[CustomerProfile | None]]) -> list[HandlerResult]:
         """Keep the latest profile per customer; a tombstone erases the customer's scoring state."""
@@ -51,7 +45,7 @@ class Scorer:
 
     async def score(self, batch: list[Inbound[CustomerEvent]]) -> list[HandlerResult]:
         """One CustomerScores per event: a propensity and reason codes for every product."""
-        await self.models.refresh_federated()
+        await self.models.refresh()
         events = [inbound.message for inbound in batch]
         customer_ids = [event.customer_id for event in events]
         stored, join_ids = await self.state.profiles_and_join_ids(customer_ids)
@@ -64,21 +58,3 @@ class Scorer:
                                          for row, (event, profile) in enumerate(zip(events, profiles))
                                          if profile.segment != UNKNOWN_SEGMENT])
         return [[Outbound(SCORES, event.customer_id, message)] for event, message in zip(events, scores)]
-
-    async def learn(self, batch: list[Inbound[OfferResponse]]) -> list[HandlerResult]:
-        """Learn from terminal responses (converted: 1; ignored, opted out: 0), each exactly once."""
-        terminal = [inbound.message for inbound in batch
-                    if inbound.message.outcome in POSITIVE_OUTCOMES | NEGATIVE_OUTCOMES
-                    and inbound.message.product in self.models.live]
-        if terminal:
-            found = await self.state.first_time_features([(r.response_id, r.customer_id, r.event_id) for r in terminal])
-            for response, (first_time, features) in zip(terminal, found):
-                if not first_time:
-                    continue
-                if features is None:
-                    log.info("response without stored features", extra=facts(event_id=response.event_id))
-                    continue
-                self.models.learn_one(response.product, features, response.outcome in POSITIVE_OUTCOMES,
-                                      response.occurred_at_ms)
-            await self.models.checkpoint_due()
-        return [[] for _ in batch]

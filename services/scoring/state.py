@@ -5,7 +5,12 @@ erased customer is removed from one place.
 `features:<customer>` hash: event id -> the feature vector that was scored (float64 bytes), kept
                       so a later response is learned against exactly what was scored; expires
                       after FEATURE_TTL_S
-`learned:<response>`  set once a response has been learned from (a replay learns nothing twice)
+`learned:<response>`  "<partition>:<offset>" of the first record of this response id the learner met:
+                      a channel that sends a response again (another record, same id) is learned
+                      once, while the record itself, replayed after a crash from the checkpoint
+                      before it, finds its own position there and is learned again (the model it
+                      had taught was lost with the crash). The checkpoint, not the mark, says what
+                      was learned (services/scoring/learner.py).
 
 It also reads the exchange's keys (services/protocol/bank_keys.py): a customer's join id and
 the partner's partial scores for it.
@@ -90,19 +95,54 @@ class ScoringState:
         # One command for the batch: per-event HSET + EXPIRE cost a third of the stage's time.
         await self._store_features_script(keys=keys, args=args)
 
-    async def first_time_features(self, responses: list[tuple[str, str, str]]) -> list[tuple[bool, np.ndarray | None]]:
-        """For each (response id, customer, event id): whether this is the first time it is learned
-        from (it is marked learned now), and the features that were scored (None once expired)."""
-        pipeline = self.redis.pipeline(transaction=False)
-        for response_id, customer_id, event_id in responses:
-            pipeline.set(self.key("learned", response_id), 1, nx=True, ex=LEARNED_MARK_TTL_S)
-            pipeline.hget(self.key("features", customer_id), event_id)
+    async def learning_inputs(self, responses: list[LearningKey]) -> list[LearningInput]:
+        """For each response record (response id, partition, offset, customer, event id): whether it is
+        the first record of its response id (marking it so if nobody has), the features that were
+        scored (None once expired or erased) and the customer's join id (None if not aligned)."""
+        pipeline = self.redis.pipeline(transaction=True)
+        for key in responses:
+            mark = self.key("learned", key.response_id)
+            pipeline.set(mark, f"{key.partition}:{key.offset}", nx=True, ex=LEARNED_MARK_TTL_S)
+            pipeline.get(mark)
+            pipeline.hget(self.key("features", key.customer_id), key.event_id)
+            pipeline.get(self.bank_keys.join(key.customer_id))
         replies = await pipeline.execute()
-        found: list[tuple[bool, np.ndarray | None]] = []
-        for index in range(len(responses)):
-            first_time, stored = replies[2 * index], replies[2 * index + 1]
-            found.append((bool(first_time), None if stored is None else np.frombuffer(stored, dtype=np.float64)))
+        found: list[LearningInput] = []
+        for index, key in enumerate(responses):
+            _, first_at, stored, join_id = replies[4 * index:4 * index + 4]
+            found.append(LearningInput(
+                first_at == f"{key.partition}:{key.offset}".encode(),
+                None if stored is None else np.frombuffer(stored, dtype=np.float64),
+                join_id.decode() if join_id else None))
         return found
+
+    async def partial_score(self, join_id: str, model_name: str) -> str | None:
+        """One customer's stored partner partial score of one model ("<partner version>|<score>")."""
+        stored = await self.redis.hget(self.bank_keys.partial(join_id), model_name)
+        return stored.decode() if stored is not None else None
+
+    async def partial_scores_of(self, join_ids: list[str], model_names: list[str]) -> list[str | None]:
+        """`partial_score` for each (join id, model name) pair, in one round trip."""
+        pipeline = self.redis.pipeline(transaction=False)
+        for join_id, model_name in zip(join_ids, model_names, strict=True):
+            pipeline.hget(self.bank_keys.partial(join_id), model_name)
+        return [value.decode() if value is not None else None for value in await pipeline.execute()]
+
+
+@dataclass(frozen=True)
+class LearningKey:
+    response_id: str
+    partition: int
+    offset: int
+    customer_id: str
+    event_id: str
+
+
+@dataclass(frozen=True)
+class LearningInput:
+    first_record: bool
+    features: np.ndarray | None
+    join_id: str | None
 
 
 def _profile_from_json(raw: bytes) -> CustomerProfile:

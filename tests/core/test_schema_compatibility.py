@@ -47,6 +47,15 @@ def test_every_avsc_file_is_in_the_manifest() -> None:
     assert {path.relative_to(SCHEMA_DIR).as_posix() for path in schema_files(SCHEMA_DIR)} == listed
 
 
+def test_no_two_released_versions_share_a_schema_id() -> None:
+    """A decoder finds the writer's schema by id: two branches that each released a schema can merge
+    into a manifest naming one id twice (release one of them again, `cipherstream schemas release`)."""
+    ids = [(released["id"], name) for name, entry in load_manifest(SCHEMA_DIR)["schemas"].items()
+           for released in entry["versions"]]
+    twice = sorted(pair for pair in ids if [i for i, _ in ids].count(pair[0]) > 1)
+    assert twice == []
+
+
 @pytest.fixture
 def schema_copy(tmp_path: Path) -> Path:
     shutil.copytree(SCHEMA_DIR, tmp_path / "schemas")

@@ -156,7 +156,8 @@ def test_network_policies_open_only_the_party_s_own_parts_and_the_exchange(relea
             assert (6379 in ports) == (service not in ("ingest", "reporting"))  # ingest keeps nothing; reporting keeps a faust table
             namespaces = {json.loads(peer).get("namespaceSelector", {}).get("matchLabels", {}).get("kubernetes.io/metadata.name")
                           for peer, _ in peers}
-            assert ("exchange-kafka" in namespaces) == (service in ("exchange", "partner"))  # only they reach the shared cluster
+            # only they reach the shared cluster (scoring: its learner's online windows with the partner)
+            assert ("exchange-kafka" in namespaces) == (service in ("exchange", "partner", "scoring"))
             assert all(ns is None or ns.startswith((f"{name}-", "exchange-")) or ns == "observability" for ns in namespaces)
             peers_of[name] |= {peer for peer, _ in peers}
     shared = peers_of["bank"] & peers_of["partner"]

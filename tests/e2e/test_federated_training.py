@@ -22,7 +22,7 @@ from services.exchange.training import train_federated_over_exchange
 from services.models.federated import federated_model_name
 from services.models.registry import ModelRegistry
 from services.protocol.exchange import open_payload
-from services.protocol.exchange_messages import EncryptedResiduals, UnmaskedGradient
+from services.protocol.exchange_messages import EncryptedResiduals, TrainingRun, UnmaskedGradient
 from services.protocol.kinds import kind_of
 from services.protocol.stream_messages import CustomerEvent, ExchangeMessage
 from services.scoring.scorer import Scorer
@@ -91,7 +91,12 @@ async def test_training_over_topics_then_federated_scores_and_nothing_raw_crosse
                                 idle_s=2, timeout_s=30)
         messages = [codec.decode(record.value, ExchangeMessage) for record in crossed]
         payloads = b"".join(message.payload for message in messages)
-        raw_values = {value for _, raw in feed for value in json.loads(raw)["features"].values() if value not in (0.0, 1.0)}
+        [run] = [open_payload(codec, m, TrainingRun) for m in messages if m.kind == kind_of(TrainingRun).name]
+        # The run's public step settings (a first step of 2.0) are bank numbers that may equal a feature value.
+        settings_values = {run.start.learning_rate, run.start.l2, run.start.learning_rate_decay}
+        raw_values = {value for _, raw in feed for value in json.loads(raw)["features"].values()
+                      if value not in (0.0, 1.0) and value not in settings_values}
+        assert len(raw_values) > 100
         for value in raw_values:
             # 8-byte encodings: a 4-byte pattern turns up by chance in megabytes of ciphertext.
             for encoded in (struct.pack(">d", value), struct.pack("<d", value)):

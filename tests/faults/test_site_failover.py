@@ -37,7 +37,7 @@ from tests.faults.mirror import mirror_group_offsets, mirror_topics
 
 BATCHES = {21: 1000, 22: 500, 23: 1000}  # seed -> events: before the backup, after it, on site B
 # What each stage reads (services/<stage>/topics.py): its group's commits must cover all of it.
-STAGE_INPUTS = {"ingest": ("bank.events.raw",), "scoring": ("customer.events", "customer.profiles", "responses"),
+STAGE_INPUTS = {"ingest": ("bank.events.raw",), "scoring": ("customer.events", "customer.profiles"),
                 "dispatch": ("scores", "responses")}
 
 

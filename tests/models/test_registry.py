@@ -4,7 +4,9 @@ from __future__ import annotations
 import datetime as dt
 import uuid
 
-from services.models.registry import DataFingerprint, ModelRegistry
+import pytest
+
+from services.models.registry import DataFingerprint, ModelRegistry, NewVersion, StaleVersionError
 
 
 def _register(registry: ModelRegistry, name: str, parent: str | None = None, checkpoint: bytes = b"state") -> object:
@@ -56,3 +58,55 @@ def test_fingerprint_changes_with_the_data() -> None:
     one.update([1.0], True)
     other.update([1.0], False)
     assert one.hexdigest() != other.hexdigest()
+
+
+def _new(name: str, parent: str | None, checkpoint: bytes = b"state") -> NewVersion:
+    return NewVersion(name, "logreg", {}, ["a"], 1, 1, DataFingerprint(), "tester", dt.datetime.now(dt.UTC),
+                      checkpoint=checkpoint, parent_service_number=parent)
+
+
+def test_a_version_whose_parent_is_no_longer_the_latest_is_refused(database_url: str) -> None:
+    registry = ModelRegistry(database_url)
+    name = f"propensity.cas_{uuid.uuid4().hex[:6]}"
+    first = registry.register(model_name=name, algorithm="a", parameters={}, feature_names=[], rows_learned=0,
+                              iterations=0, fingerprint=DataFingerprint(), operator="t",
+                              started_at=dt.datetime.now(dt.UTC), only_if_latest=True)
+    with pytest.raises(StaleVersionError):  # a second first version: someone registered one already
+        registry.register(model_name=name, algorithm="a", parameters={}, feature_names=[], rows_learned=0,
+                          iterations=0, fingerprint=DataFingerprint(), operator="t",
+                          started_at=dt.datetime.now(dt.UTC), only_if_latest=True)
+    second = _register(registry, name, parent=first.service_number)
+    with pytest.raises(StaleVersionError):  # a stale writer still holding the first version
+        registry.register(model_name=name, algorithm="a", parameters={}, feature_names=[], rows_learned=0,
+                          iterations=0, fingerprint=DataFingerprint(), operator="t", started_at=dt.datetime.now(dt.UTC),
+                          parent_service_number=first.service_number, only_if_latest=True)
+    with pytest.raises(StaleVersionError):  # the database refuses a fork even without the check
+        registry.register(model_name=name, algorithm="a", parameters={}, feature_names=[], rows_learned=0,
+                          iterations=0, fingerprint=DataFingerprint(), operator="t", started_at=dt.datetime.now(dt.UTC),
+                          parent_service_number=first.service_number)
+    assert [v.service_number for v in registry.lineage(name)] == [first.service_number, second.service_number]  # type: ignore[attr-defined]
+    registry.close()
+
+
+def test_a_checkpoint_moves_the_position_with_its_versions_or_not_at_all(database_url: str) -> None:
+    registry = ModelRegistry(database_url)
+    learner, name = f"scoring:{uuid.uuid4().hex[:6]}", f"propensity.pos_{uuid.uuid4().hex[:6]}"
+    assert registry.position(learner) is None
+    position, [v1] = registry.checkpoint(learner, 0, {0: 10, 1: 4}, {}, [_new(name, None)])
+    assert position == registry.position(learner) and position.generation == 1
+    assert position.offsets == {0: 10, 1: 4} and position.versions == {name: v1.service_number}
+    position, [v2] = registry.checkpoint(learner, 1, {0: 25, 1: 4}, {}, [_new(name, v1.service_number, b"later")])
+    # A stale learner (still at generation 1, or still holding v1) is refused, and registers nothing.
+    with pytest.raises(StaleVersionError):
+        registry.checkpoint(learner, 1, {0: 30, 1: 4}, {}, [_new(name, v2.service_number)])
+    with pytest.raises(StaleVersionError):
+        registry.checkpoint(learner, 2, {0: 30, 1: 4}, {}, [_new(name, v1.service_number)])
+    with pytest.raises(StaleVersionError):  # a second learner starting from nothing
+        registry.checkpoint(learner, 0, {0: 1}, {}, [])
+    assert registry.position(learner) == position and position.offsets == {0: 25, 1: 4}
+    assert [v.service_number for v in registry.lineage(name)] == [v1.service_number, v2.service_number]
+    # Only the position moves when nothing was learned (the models kept as they are).
+    moved, registered = registry.checkpoint(learner, 2, {0: 40, 1: 9}, {name: v2.service_number}, [])
+    assert registered == [] and moved.generation == 3 and moved.versions == {name: v2.service_number}
+    assert registry.version_of(v2.service_number)[1] == b"later"  # type: ignore[index]
+    registry.close()

@@ -24,9 +24,9 @@ def test_every_kind_says_who_sends_it_and_what_its_receiver_learns() -> None:
         assert kind.carries and kind.receiver_learns
         assert kind.malformed_reason in ("bad_psi_message", "bad_score_request", "bad_partial_scores",
                                          "bad_fedlr_message")
-    # The partner never sends a fedlr step the bank drives, and only the bank opens a PSI session.
+    # The partner never sends a fedlr step the bank drives (it answers them), and only the bank opens a PSI session.
     assert {kind.name for kind in KINDS if kind.sender == "partner"} == {"partial_scores", "fedlr_scores",
-                                                                          "fedlr_masked"}
+                                                                          "fedlr_masked", "fedlr_applied"}
     assert kind_named("psi_session").may_send("bank") and not kind_named("psi_session").may_send("partner")
 
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 import importlib
 from collections import defaultdict
 
-from services.core.topic_names import dlq_name
+from services.core.topic_names import EXCHANGE_TOPIC_PREFIX, dlq_name
 from services.protocol.catalog import TOPICS, TopicUse
 
 SERVICES = ("ingest", "exchange", "scoring", "dispatch", "reporting", "partner")
@@ -33,6 +33,10 @@ def test_every_topic_has_one_writer_and_a_reader() -> None:
         readers = {service for service, use in by_topic[name] if use.direction == "reads"}
         if name in SOURCE_SYSTEM_TOPICS:
             assert not writers, f"{name} is written by the source system, not by {writers}"
+        elif name.startswith(EXCHANGE_TOPIC_PREFIX):
+            # One party writes each direction; on the bank's side, every protocol driver does (the
+            # exchange service, scoring's learner with its online windows).
+            assert writers and len({"partner" if s == "partner" else "bank" for s in writers}) == 1, (name, writers)
         else:
             assert len(writers) == 1, f"{name} written by {sorted(writers) or 'no service'}"
         assert readers or name in READ_OUTSIDE, f"{name} is read by no service"

@@ -3,6 +3,7 @@ from a generated history before scoring serves, scores that differ by customer a
 product without history named and scored by the stated fallback."""
 from __future__ import annotations
 
+import datetime as dt
 import json
 import logging
 from pathlib import Path
@@ -20,13 +21,13 @@ from services.core.clients import produce
 from services.core.config import Settings
 from services.core.kafka import Inbound
 from services.core.supervisor import settings_env
-from services.models.bank_features import PRODUCTS
+from services.models.bank_features import FEATURE_NAMES, PRODUCTS
 from services.models.history import HistoryRow, read_history, write_history
-from services.models.registry import ModelRegistry
+from services.models.registry import DataFingerprint, ModelRegistry
 from services.protocol.stream_messages import CustomerEvent, CustomerScores, OfferResponse, ProductScore
 from services.scoring.bootstrap import ALGORITHM, replay_responses, train_bank_models
-from services.scoring.live_models import FALLBACK_REASONS, fallback_model_name, model_name
-from services.scoring.model import MIN_ROWS_PER_CLASS
+from services.scoring.live_models import BANK_ALGORITHM, FALLBACK_REASONS, bank_parameters, fallback_model_name, model_name
+from services.scoring.model import MIN_ROWS_PER_CLASS, ProductModel
 from services.scoring.scorer import Scorer
 
 CUSTOMERS = make_population(600, seed=5)
@@ -75,10 +76,10 @@ async def test_every_product_is_trained_before_serving_and_scores_differ_by_cust
     redis = aioredis.from_url(settings.redis_url.get_secret_value())
     scorer = Scorer.start(redis, settings.redis_key_prefix, registry)
     assert all(live.serving_fallback() is None for live in scorer.models.live.values())
-    # What scoring serves is what the bootstrap trained: the same weights, under a child version.
+    # What scoring serves is what the bootstrap trained: the same weights, under the same version.
     for report in reports:
         live = scorer.models.live[report.product]
-        assert live.version.parent_service_number == report.version.service_number  # type: ignore[union-attr]
+        assert live.version.service_number == report.version.service_number  # type: ignore[union-attr]
         assert np.array_equal(live.model.snapshot.weights, report.model.snapshot.weights)  # type: ignore[union-attr]
 
     scored = await _scores_of(scorer, CUSTOMERS[:40])
@@ -130,18 +131,28 @@ async def test_a_product_without_history_is_named_and_scored_by_the_fallback_unt
         assert fallback.parameters["propensity"] == pytest.approx(prior)
     assert all(not scores["credit_card"].service_number.count("FALLBACK") for scores in scored)
 
-    # Responses teach the mortgage model; once it has learned enough of each outcome it serves.
+    # Responses teach the mortgage model (the learner registers its versions, services/scoring/learner.py);
+    # once a version has learned enough of each outcome, it serves instead of the fallback.
     customer = CUSTOMERS[0]
-    responses = [OfferResponse(f"r{index}", "o", f"e-{customer.customer_id}", customer.customer_id, "c", "mortgage",
-                               "sms", "converted" if index % 2 else "ignored", index)
-                 for index in range(2 * MIN_ROWS_PER_CLASS)]
-    await scorer.learn([_inbound(response, customer.customer_id.encode()) for response in responses[:-1]])
-    [still] = await _scores_of(scorer, [customer])
-    assert still["mortgage"].reasons == FALLBACK_REASONS  # one short of enough
-    await scorer.learn([_inbound(responses[-1], customer.customer_id.encode())])
-    [after] = await _scores_of(scorer, [customer])
-    assert after["mortgage"].reasons != FALLBACK_REASONS and len(after["mortgage"].reasons) == 3
-    assert after["mortgage"].service_number.startswith("CS-PROPENSITY.MORTGAGE-v")
+    [features] = [np.frombuffer(raw, dtype=np.float64) for raw in
+                  [await redis.hget(f"{settings.redis_key_prefix}features:{customer.customer_id}", f"e-{customer.customer_id}")]]
+    scorer.models.model_refresh_s = 0.0
+    for learned in (2 * MIN_ROWS_PER_CLASS - 1, 2 * MIN_ROWS_PER_CLASS):
+        parent, checkpoint = registry.latest(model_name("mortgage"))  # type: ignore[misc]
+        model = ProductModel.from_bytes(checkpoint)  # type: ignore[arg-type]
+        while model.rows_learned < learned:
+            model.learn(features, model.rows_learned % 2 == 1)
+        registry.register(model_name=model_name("mortgage"), algorithm=BANK_ALGORITHM, parameters=bank_parameters(model),
+                          feature_names=list(FEATURE_NAMES), rows_learned=model.rows_learned,
+                          iterations=model.rows_learned, fingerprint=DataFingerprint(), operator="test",
+                          started_at=dt.datetime.now(dt.UTC), checkpoint=model.to_bytes(),
+                          parent_service_number=parent.service_number, only_if_latest=True)
+        await scorer.models.refresh()
+        [scores] = await _scores_of(scorer, [customer])
+        if learned < 2 * MIN_ROWS_PER_CLASS:
+            assert scores["mortgage"].reasons == FALLBACK_REASONS  # one short of enough
+    assert scores["mortgage"].reasons != FALLBACK_REASONS and len(scores["mortgage"].reasons) == 3
+    assert scores["mortgage"].service_number.startswith("CS-PROPENSITY.MORTGAGE-v")
     await redis.aclose()
     registry.close()
 

@@ -24,7 +24,7 @@ async def test_aligned_customer_gets_the_federated_score_and_others_the_bank_mod
         parameters={}, feature_names=list(FEATURE_NAMES), rows_learned=10, iterations=1,
         fingerprint=DataFingerprint(""), operator="test", started_at=dt.datetime.now(dt.UTC),
         checkpoint=half.to_bytes())
-    scorer.models.federated_loaded_at = -1e9  # refresh now
+    scorer.models.loaded_at = -1e9  # look for new versions on the next batch
     other = PROFILE.__class__(**{**{f: getattr(PROFILE, f) for f in PROFILE.__slots__}, "customer_id": "C2"})
     await scorer.store_profiles([_inbound(PROFILE), _inbound(other, b"C2")])
     prefix = settings.redis_key_prefix
