@@ -196,7 +196,9 @@ def bin_products(ciphertexts: Sequence[mpz], digits: np.ndarray, bins: Sequence[
     total = ONE
     for ciphertext in ciphertexts:
         total = total * ciphertext % nsquare
-    window_bits = max(1, int(max(bins, default=2) - 1).bit_length())
+    # The digits this node holds set the window (an empty missing bin would cost a bit and quadruple
+    # the joint buckets of a pair of columns).
+    window_bits = max(1, int(digits.max()).bit_length()) if digits.size else 1
     slice_width = plan_slice_width(digits, window_bits) if len(ciphertexts) else 1
     out: list[list[mpz]] = []
     for start in range(0, columns, slice_width):

@@ -32,7 +32,7 @@ from services.models.secureboost.histogram import (
     compress_task,
     cumulative_sums,
 )
-from services.models.secureboost.packing import candidates_per_value, slot_layout, value_width
+from services.models.secureboost.packing import candidates_per_value, row_slots, slot_layout, value_width
 from services.models.secureboost.tree import SplitRule, SplitTable
 from services.models.workers import WorkerPool
 from services.protocol.exchange_messages import (
@@ -138,10 +138,7 @@ class PartnerParty:
             if self._workers == 1 or self._pool is None or self._pool.workers == 1:
                 ciphertexts = ciphertexts_from_bytes(gradients.packed_values, gradients.width)
         else:  # the plaintext check: read the slots, sum them with numpy, exactly
-            packer = slot_layout(key, gradients.slot_bits, training.rows.size)
-            slots = [packer.unpack(value, count=2) for value in gradients.values]
-            g_plain = np.array([g for g, _ in slots], dtype=np.int64)
-            h_plain = np.array([h for _, h in slots], dtype=np.int64)
+            g_plain, h_plain = row_slots(gradients.values, slot_layout(key, gradients.slot_bits, training.rows.size))
         self._tree = _Tree(gradients.tree, gradients.encrypted, gradients.slot_bits, ciphertexts,
                            gradients.packed_values, gradients.width, g_plain, h_plain,
                            {0: np.arange(training.rows.size)}, {}, {})

@@ -43,6 +43,22 @@ def slot_layout(public_key: PaillierPublicKey, slot_bits: int, rows: int) -> Pac
     return Packer(public_key, slot_bits, max_terms=max(rows, 1))
 
 
+def row_slots(plaintexts: Sequence[int], packer: Packer) -> tuple[np.ndarray, np.ndarray]:
+    """(g_q, h_q) of packed row plaintexts (what `Packer.unpack(value, count=2)` reads), vectorised.
+
+    >>> from services.crypto.paillier import PaillierPublicKey
+    >>> packer = Packer(PaillierPublicKey((1 << 2047) + 1), slot_bits=20)
+    >>> [a.tolist() for a in row_slots([packer.pack([-3, 5]), packer.pack([7, 0])], packer)]
+    [[-3, 7], [5, 0]]
+    """
+    n, bits = packer.public_key.n, packer.slot_bits
+    signed = [value - n if value > n // 2 else value for value in plaintexts]
+    mask, half = (1 << bits) - 1, 1 << (bits - 1)
+    low = [value & mask for value in signed]
+    g = [v - (1 << bits) if v >= half else v for v in low]
+    return np.array(g, dtype=np.int64), np.array([(value - v) >> bits for value, v in zip(signed, g)], dtype=np.int64)
+
+
 def candidates_per_value(packer: Packer) -> int:
     """How many (G_L, H_L) pairs one plaintext holds."""
     return packer.slots // 2
@@ -85,9 +101,16 @@ class GradientPacker:
         return g_q, h_q
 
     def row_plaintexts(self, g_q: np.ndarray, h_q: np.ndarray) -> list[int]:
-        """One plaintext in [0, n) per row: g_q in slot 0, h_q in slot 1."""
-        pack = self.packer.pack
-        return [pack((g, h)) for g, h in zip(g_q.tolist(), h_q.tolist())]
+        """One plaintext in [0, n) per row: g_q in slot 0, h_q in slot 1 (`Packer.pack` of the pair;
+        `quantise` already bounded both by the packer's max_value).
+
+        >>> from services.crypto.paillier import PaillierPublicKey
+        >>> packer = GradientPacker.for_tree(PaillierPublicKey((1 << 2047) + 1), np.array([1.0]), np.array([1.0]))
+        >>> packer.row_plaintexts(np.array([-3]), np.array([5])) == [packer.packer.pack([-3, 5])]
+        True
+        """
+        n, shift = self.packer.public_key.n, self.slot_bits
+        return [(g + (h << shift)) % n for g, h in zip(g_q.tolist(), h_q.tolist())]
 
     def unpack_candidates(self, plaintext: int, count: int) -> list[tuple[int, int]]:
         """The (G_L, H_L) integer sums of the `count` candidates packed in one decrypted plaintext."""
