@@ -319,9 +319,10 @@ class BankParty:
         tree: list[TreeNode] = []
         for node_id in sorted(state.nodes):
             node = state.nodes[node_id]
+            # Every node keeps its value: the leaves' score, the others' explain the path (`contributions`).
+            weight = -float(state.g[node.rows].sum()) / (float(state.h[node.rows].sum()) + params.l2)
+            node.split.weight = params.learning_rate * weight
             if node.split.owner == "leaf":
-                weight = -float(state.g[node.rows].sum()) / (float(state.h[node.rows].sum()) + params.l2)
-                node.split.weight = params.learning_rate * weight
                 self.scores[node.rows] += node.split.weight
             tree.append(node.split)
         self.model.trees.append(tree)

@@ -44,7 +44,7 @@ class TreeNode:
     split_id: int = -1  # partner splits: the row of the partner's split table
     left: int = -1
     right: int = -1
-    weight: float = 0.0  # leaves: the learning rate times -G / (H + lambda)
+    weight: float = 0.0  # the learning rate times -G / (H + lambda) of the node's rows (leaves: its score)
 
 
 @dataclass(frozen=True)
@@ -123,6 +123,33 @@ class BankTrees:
                     left = partner_bits[here, node.split_id]
                 at[here] = np.where(left, node.left, node.right)
         return leaves
+
+    def contributions(self, bank_features: np.ndarray, partner_bits: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """Each bank column's share of f and the partner's as one last column (the change of node value at
+        each split on the row's path, credited to the split's owner), and the base they add to:
+        base + contributions.sum(axis=1) == raw_scores.
+
+        >>> trees = BankTrees("log_loss", 0.5, [[TreeNode(0, "bank", column=0, threshold=0.0, left=1, right=2, weight=0.1),
+        ...                                       TreeNode(1, weight=-0.3), TreeNode(2, weight=0.4)]], 1)
+        >>> shares, base = trees.contributions(np.array([[1.0]]), np.zeros((1, 0), dtype=bool))
+        >>> shares.tolist(), base.tolist(), trees.raw_scores(np.array([[1.0]]), np.zeros((1, 0), dtype=bool)).tolist()
+        ([[0.30000000000000004, 0.0]], [0.6], [0.9])
+        """
+        features = np.asarray(bank_features, dtype=np.float64)
+        leaves = self.leaf_ids(features, np.asarray(partner_bits, dtype=bool))
+        shares = np.zeros((features.shape[0], self.bank_columns + 1))
+        base = np.full(features.shape[0], self.initial_score)
+        for index, tree in enumerate(self.trees):
+            by_id = {node.node_id: node for node in tree}
+            base += tree[0].weight
+            for row, leaf in enumerate(leaves[:, index].tolist()):
+                child = leaf
+                while child:
+                    parent = by_id[(child - 1) // 2]
+                    column = parent.column if parent.owner == "bank" else self.bank_columns
+                    shares[row, column] += by_id[child].weight - parent.weight
+                    child = parent.node_id
+        return shares, base
 
     def probabilities(self, bank_features: np.ndarray, partner_bits: np.ndarray) -> np.ndarray:
         return LOSSES[self.loss].probability(self.raw_scores(bank_features, partner_bits))
