@@ -1,4 +1,4 @@
-"""`cipherstream train-federated`: a federated model trained with the partner over the exchange topics."""
+"""`cipherstream train-federated`: a federated model (LR or SecureBoost) trained with the partner over the exchange topics."""
 from __future__ import annotations
 
 import asyncio
@@ -20,9 +20,18 @@ def train_federated(
     history: Path = typer.Option(..., help="JSON lines: {customer_id, features: {name: value}, label: 0|1}"),
     epochs: int = typer.Option(3), batch_size: int = typer.Option(256), mode: str = typer.Option("minibatch"),
     learning_rate: float = typer.Option(0.15),
+    algorithm: str = typer.Option("lr", help="lr (logistic regression) or sbt (SecureBoost)"),
+    trees: int = typer.Option(30, help="sbt: trees"), depth: int = typer.Option(3, help="sbt: depth"),
+    bins: int = typer.Option(32, help="sbt: bins per column"), min_child_weight: float = typer.Option(1.0),
+    l2: float = typer.Option(1.0, help="sbt: lambda"), loss: str = typer.Option("log_loss", help="sbt: log_loss or exponential"),
 ) -> None:
     """Train a federated model with the partner over the exchange topics (the partner service must run)."""
     from services.exchange import admin
+    from services.models.secureboost import BoostingParameters
+
+    if algorithm not in ("lr", "sbt"):
+        console.print(f"[red]--algorithm is lr or sbt, not {algorithm!r}[/red]")
+        raise typer.Exit(2)
 
     settings = load_settings()
     try:
@@ -32,8 +41,13 @@ def train_federated(
         raise typer.Exit(2) from error
     try:
         # A plain string option, as typer shows it; the training job reads any value but batch and online as minibatch.
-        result = asyncio.run(admin.train_federated(settings, product, labelled, mode=cast("Mode", mode), epochs=epochs,
-                                                   batch_size=batch_size, learning_rate=learning_rate))
+        if algorithm == "sbt":
+            parameters = BoostingParameters(trees=trees, depth=depth, learning_rate=learning_rate, bins=bins,
+                                            min_child_weight=min_child_weight, l2=l2, loss=loss)
+            result = asyncio.run(admin.train_secureboost(settings, product, labelled, parameters))
+        else:
+            result = asyncio.run(admin.train_federated(settings, product, labelled, mode=cast("Mode", mode), epochs=epochs,
+                                                       batch_size=batch_size, learning_rate=learning_rate))
     except CipherstreamError as error:
         console.print(f"[red]training failed:[/red] {error}")
         raise typer.Exit(1) from error

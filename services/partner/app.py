@@ -21,6 +21,7 @@ from services.core.kafka import HandlerResult, Inbound, Outbound, Stage, attach,
 from services.core.service import ServiceContext, bootstrap, main
 from services.crypto.psi.link import AlignmentLink
 from services.models.fedlr import PartnerParty
+from services.models.secureboost import PartnerParty as SecureBoostPartner
 from services.partner.features import PartnerRecord, feature_vector, parse_feed
 from services.partner.store import PartnerModel, PartnerStore
 from services.partner.topics import EXCHANGE_TO_PARTNER, PARTNER_FEATURES, RAW_PARTNER_FEATURES
@@ -31,6 +32,11 @@ from services.protocol.exchange_messages import (
     PartialScores,
     PsiSession,
     SbtDecisions,
+    SbtFinish,
+    SbtGradients,
+    SbtNodeRequest,
+    SbtSplits,
+    SbtStart,
     ScoreRequest,
     TrainingFinish,
     TrainingRun,
@@ -66,6 +72,7 @@ class PartnerService:
         self.codec = codec
         self._loaded = False
         self.trainings: dict[str, PartnerTraining] = {}
+        self.boostings: dict[str, SecureBoostPartner] = {}
 
     async def _ensure_loaded(self) -> None:
         if not self._loaded:
@@ -113,9 +120,8 @@ class PartnerService:
             return await self.partial_score_messages(list(request.join_ids), message.message_id)
         if kind.protocol == "fedlr":
             return await self._training_step(message, kind)
-        if kind.protocol == "sbt":  # SecureBoost trains in one process (services/models/secureboost/training.py)
-            raise ValidationError(f"{message.kind} over the topics is not served: SecureBoost trains in process",
-                                  reason="unsupported_kind")
+        if kind.protocol == "sbt":
+            return await self._secureboost_step(message, kind)
         started = time.perf_counter()
         replies, joined = await self.link.handle(message)
         metrics.PARTNER_EXCHANGE_SECONDS.labels(message.kind).observe(time.perf_counter() - started)
@@ -161,6 +167,43 @@ class PartnerService:
             await self.store.put_model(training.model())
             return await self.partial_score_messages(await self.store.all_aligned_join_ids())
         raise ValidationError(f"unknown training step {message.kind!r}", reason="unknown_kind")
+
+    async def _secureboost_step(self, message: ExchangeMessage, kind: Kind) -> list[Outbound]:
+        """One step of a SecureBoost training the bank drives (services/models/secureboost); the
+        histograms run on the party's process pool, off the event loop."""
+        run_id = message.session_id
+        if kind.message is SbtStart:
+            start = open_payload(self.codec, message, SbtStart)
+            features = await self.store.features_by_join_id(list(start.join_ids))
+            missing = len(start.join_ids) - len(features)
+            if missing:
+                raise ValidationError(f"{missing} training join ids are not aligned people of ours", reason="unknown_join_ids")
+            party = SecureBoostPartner(start.join_ids, np.vstack([features[j] for j in start.join_ids]))
+            await asyncio.to_thread(party.on_start, start)
+            self.boostings[run_id] = party
+            return []
+        party = self.boostings.get(run_id)
+        if party is None:
+            raise ValidationError(f"no SecureBoost training {run_id[:8]}.. in progress", reason="unknown_training_run")
+        if kind.message is SbtGradients:
+            await asyncio.to_thread(party.on_gradients, open_payload(self.codec, message, SbtGradients))
+            return []
+        if kind.message is SbtNodeRequest:
+            started = time.perf_counter()
+            histograms = await asyncio.to_thread(party.histograms, open_payload(self.codec, message, SbtNodeRequest))
+            metrics.PARTNER_EXCHANGE_SECONDS.labels("sbt_histograms").observe(time.perf_counter() - started)
+            return [envelope(self.codec, histograms, "partner", run_id, message.message_id)]
+        if kind.message is SbtSplits:
+            rows = await asyncio.to_thread(party.split_rows, open_payload(self.codec, message, SbtSplits))
+            return [envelope(self.codec, rows, "partner", run_id, message.message_id)]
+        if kind.message is SbtFinish:
+            finish = open_payload(self.codec, message, SbtFinish)
+            party.on_finish(finish)
+            del self.boostings[run_id]
+            party.close()
+            await self.store.put_split_table(finish.model_name, finish.version, party.split_table)
+            return await self.partial_score_messages(await self.store.all_aligned_join_ids())
+        raise ValidationError(f"unknown SecureBoost step {message.kind!r}", reason="unknown_kind")
 
     async def _join_session(self, message: ExchangeMessage) -> list[Outbound]:
         """A new session from the bank: align everyone we hold from scratch (join ids change)."""

@@ -433,29 +433,47 @@ class SbtStart:
 
 @dataclass(frozen=True, slots=True)
 class SbtGradients:
-    """A tree's [[g_i + h_i 2^slot_bits]] per training row, in the order of `SbtStart`."""
+    """A tree's [[g_i + h_i 2^slot_bits]] per training row, in the order of `SbtStart`: all of them,
+    or (over the topics, whose messages stay under 4 MB) the chunk from row `offset` on.
+
+    >>> whole = SbtGradients.of(0, 0, False, 40, 2, [1, 2, 3])
+    >>> [(chunk.offset, chunk.values) for chunk in whole.chunks(2)]
+    [(0, (1, 2)), (2, (3,))]
+    """
 
     SCHEMA: ClassVar[str] = "cipherstream.exchange.SbtGradients"
     MALFORMED: ClassVar[str] = BAD_SBT_MESSAGE
     tree: int
+    offset: int
     encrypted: bool
     slot_bits: int
     width: int
     packed_values: bytes
 
     def __post_init__(self) -> None:
-        _check_indices(BAD_SBT_MESSAGE, tree=self.tree)
+        _check_indices(BAD_SBT_MESSAGE, tree=self.tree, offset=self.offset)
         if not 2 <= self.slot_bits <= 1024:
             raise ValidationError(f"slot_bits {self.slot_bits} outside 2..1024", reason=BAD_SBT_MESSAGE)
         _check_packed(self.packed_values, self.width, BAD_SBT_MESSAGE)
 
     @classmethod
-    def of(cls, tree: int, encrypted: bool, slot_bits: int, width: int, values: Iterable[int]) -> SbtGradients:
-        return cls(tree, encrypted, slot_bits, width, pack_ints(values, width, BAD_SBT_MESSAGE))
+    def of(cls, tree: int, offset: int, encrypted: bool, slot_bits: int, width: int, values: Iterable[int]) -> SbtGradients:
+        return cls(tree, offset, encrypted, slot_bits, width, pack_ints(values, width, BAD_SBT_MESSAGE))
 
     @property
     def values(self) -> tuple[int, ...]:
         return unpack_ints(self.packed_values, self.width)
+
+    @property
+    def rows(self) -> int:
+        return len(self.packed_values) // self.width
+
+    def chunks(self, rows_per_chunk: int) -> list[SbtGradients]:
+        """The same rows in messages of at most `rows_per_chunk` rows each."""
+        step = max(1, rows_per_chunk) * self.width
+        return [SbtGradients(self.tree, self.offset + start // self.width, self.encrypted, self.slot_bits, self.width,
+                             self.packed_values[start:start + step])
+                for start in range(0, max(len(self.packed_values), 1), step)]
 
 
 @dataclass(frozen=True, slots=True)

@@ -222,7 +222,7 @@ def test_messages_out_of_step_are_refused(codec: AvroCodec) -> None:
     bank = BankParty(ids, labels, x_bank, PARAMETERS, encrypted=False)
     partner = PartnerParty(ids, x_partner, shuffle=random.Random(0))
     with pytest.raises(ValidationError, match="has not started"):
-        partner.on_gradients(SbtGradients.of(0, False, 40, 256, []))
+        partner.on_gradients(SbtGradients.of(0, 0, False, 40, 256, []))
     partner.on_start(bank.start("sbt", "v1"))
     partner.on_gradients(bank.gradients(0))
     request = bank.node_request()
@@ -239,3 +239,26 @@ def test_messages_out_of_step_are_refused(codec: AvroCodec) -> None:
     splits = bank.choose_splits(histograms)
     with pytest.raises(ValidationError, match="do not answer this level's partner splits"):
         bank.apply_splits(SbtSplitRows(0, 0, (), (), (), b"") if splits.node_ids else SbtSplitRows(0, 0, (0,), (0,), (1,), b"\x80"))
+
+
+def test_gradients_in_chunks_give_the_partner_the_same_histograms(codec: AvroCodec) -> None:
+    ids, labels, x_bank, x_partner = synthetic()
+    bank = BankParty(ids, labels, x_bank, PARAMETERS, encrypted=False)
+    whole, chunked = (PartnerParty(ids, x_partner, shuffle=random.Random(0)) for _ in range(2))
+    start = bank.start("sbt", "v1")
+    whole.on_start(start)
+    chunked.on_start(start)
+    gradients = bank.gradients(0)
+    whole.on_gradients(gradients)
+    chunks = gradients.chunks(70)
+    assert [chunk.offset for chunk in chunks] == [0, 70, 140, 210, 280]
+    for chunk in chunks[:-1]:
+        chunked.on_gradients(chunk)
+    with pytest.raises(ValidationError, match="no gradients received"):
+        chunked.histograms(bank.node_request())  # type: ignore[arg-type]
+    with pytest.raises(ValidationError, match="out of order"):
+        chunked.on_gradients(chunks[2])
+    chunked.on_gradients(chunks[-1])
+    request = bank.node_request()
+    assert request is not None
+    assert chunked.histograms(request) == whole.histograms(request)

@@ -69,7 +69,7 @@ def sbt_messages(draw: st.DrawFn, kind: type[ExchangePayload]) -> ExchangePayloa
     if kind is SbtGradients:
         width = draw(widths)
         values = draw(st.lists(st.integers(0, 2 ** (8 * width) - 1), max_size=8))
-        return SbtGradients.of(tree, draw(st.booleans()), draw(st.integers(2, 1024)), width, values)
+        return SbtGradients.of(tree, draw(small), draw(st.booleans()), draw(st.integers(2, 1024)), width, values)
     if kind is SbtNodeRequest:
         summed = draw(node_ids)
         rows = {node: draw(st.lists(st.integers(0, 2**32 - 1), min_size=1, max_size=5)) for node in summed}
@@ -230,7 +230,8 @@ def test_points_and_ciphertexts_travel_packed_in_one_bytes_field(codec: AvroCode
     (lambda: TrainingStart.of(35, float("inf"), 0.0, True), "bad_fedlr_message"),
     (lambda: SbtStart.of("m", "v1", 35, True, 300, ("a",)), "bad_sbt_message"),
     (lambda: SbtStart.of("m", "v1", 35, True, 32, ("a", "a")), "bad_sbt_message"),
-    (lambda: SbtGradients(0, True, 40, 512, bytes(511)), "bad_sbt_message"),
+    (lambda: SbtGradients(0, 0, True, 40, 512, bytes(511)), "bad_sbt_message"),
+    (lambda: SbtGradients(0, -1, True, 40, 512, bytes(512)), "bad_sbt_message"),
     (lambda: SbtNodeRequest(0, 0, (1,), (2,), bytes(4), (), (), ()), "bad_sbt_message"),
     (lambda: SbtNodeRequest(0, 0, (1,), (1,), bytes(4), (2,), (0,), (5,)), "bad_sbt_message"),
     (lambda: SbtHistograms(0, 0, True, 4, (1,), (9,), 512, bytes(512 * 2)), "bad_sbt_message"),

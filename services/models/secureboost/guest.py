@@ -164,7 +164,7 @@ class BankParty:
             values, width = plaintexts, value_width(self.public_key.n)
         root = _Node(0, 0, np.arange(self._rows.size))
         self._state = _TreeState(tree, packer, g, h, g_q, h_q, [root], {0: root})
-        return SbtGradients.of(tree, self.encrypted, packer.slot_bits, width, values)
+        return SbtGradients.of(tree, 0, self.encrypted, packer.slot_bits, width, values)
 
     @property
     def state(self) -> _TreeState:

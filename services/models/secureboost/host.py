@@ -93,6 +93,7 @@ class PartnerParty:
         self._shuffle = shuffle or random.SystemRandom()
         self._training: _Training | None = None
         self._tree: _Tree | None = None
+        self._chunks: list[SbtGradients] = []
         self.split_table = SplitTable()
         self.models: dict[str, tuple[str, SplitTable]] = {}  # model name -> (version, its split table)
 
@@ -124,24 +125,38 @@ class PartnerParty:
         return PaillierPublicKey(self.training.start.modulus)
 
     def on_gradients(self, gradients: SbtGradients) -> None:
+        """A tree's gradients, whole or in chunks (in order, from offset 0); the tree starts once all are in."""
         training = self.training
-        if gradients.encrypted != training.start.encrypted or len(gradients.packed_values) // gradients.width != training.rows.size:
-            raise ValidationError(f"gradients for {len(gradients.packed_values) // gradients.width} rows, "
-                                  f"training has {training.rows.size}", reason=_BAD)
         key = self.public_key
         expected = value_width(key.nsquare if gradients.encrypted else key.n)
-        if gradients.width != expected:
-            raise ValidationError(f"gradients of width {gradients.width}, the key needs {expected}", reason=_BAD)
+        if gradients.encrypted != training.start.encrypted or gradients.width != expected:
+            raise ValidationError(f"gradients of width {gradients.width} (encrypted: {gradients.encrypted}) do not "
+                                  f"fit this training's key", reason=_BAD)
+        if gradients.offset == 0:
+            self._chunks, self._tree = [gradients], None  # a new tree: the last one's state is done with
+        elif not self._chunks or (self._chunks[-1].tree, self._chunks[-1].offset + self._chunks[-1].rows) != (
+                gradients.tree, gradients.offset):
+            raise ValidationError(f"gradient chunk of tree {gradients.tree} at row {gradients.offset} out of order",
+                                  reason=_BAD)
+        else:
+            self._chunks.append(gradients)
+        received = gradients.offset + gradients.rows
+        if received > training.rows.size:
+            raise ValidationError(f"gradients for {received} rows, training has {training.rows.size}", reason=_BAD)
+        if received < training.rows.size:
+            return
+        blob = b"".join(chunk.packed_values for chunk in self._chunks)
+        self._chunks = []
         empty = np.empty(0, dtype=np.int64)
         g_plain, h_plain, ciphertexts = empty, empty, []
         if gradients.encrypted:
-            if self._workers == 1 or self._pool is None or self._pool.workers == 1:
-                ciphertexts = ciphertexts_from_bytes(gradients.packed_values, gradients.width)
+            if self._pool is None or self._pool.workers == 1:
+                ciphertexts = ciphertexts_from_bytes(blob, gradients.width)
         else:  # the plaintext check: read the slots, sum them with numpy, exactly
-            g_plain, h_plain = row_slots(gradients.values, slot_layout(key, gradients.slot_bits, training.rows.size))
-        self._tree = _Tree(gradients.tree, gradients.encrypted, gradients.slot_bits, ciphertexts,
-                           gradients.packed_values, gradients.width, g_plain, h_plain,
-                           {0: np.arange(training.rows.size)}, {}, {})
+            values = [int.from_bytes(blob[i:i + gradients.width], "big") for i in range(0, len(blob), gradients.width)]
+            g_plain, h_plain = row_slots(values, slot_layout(key, gradients.slot_bits, training.rows.size))
+        self._tree = _Tree(gradients.tree, gradients.encrypted, gradients.slot_bits, ciphertexts, blob,
+                           gradients.width, g_plain, h_plain, {0: np.arange(training.rows.size)}, {}, {})
 
     @property
     def tree(self) -> _Tree:
