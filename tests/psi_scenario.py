@@ -11,6 +11,7 @@ import redis.asyncio as aioredis
 from demo.generator.partner_feed import partner_records
 from demo.generator.population import SyntheticCustomer, make_population
 from services.core.config import Settings
+from services.models.preparation import Preparation
 from services.partner.features import FEATURE_NAMES
 from services.partner.store import PartnerModel, PartnerStore
 
@@ -35,6 +36,6 @@ async def psi_scenario(settings: Settings, redis: aioredis.Redis, customers: int
     shared = {json.loads(value)["national_id"] for _, value in feed} & {c.national_id for c in population}
     partner_prefix = settings.redis_key_prefix + PARTNER_PREFIX
     model = PartnerModel("fedlr.travel_insurance", "v1", np.linspace(-0.4, 0.4, len(FEATURE_NAMES)),
-                         np.zeros(len(FEATURE_NAMES)), np.full(len(FEATURE_NAMES), 10.0))
+                         Preparation.standardisation(np.zeros(len(FEATURE_NAMES)), np.full(len(FEATURE_NAMES), 10.0)))
     await PartnerStore(redis, partner_prefix).put_model(model)
     return PsiScenario(population, feed, shared, partner_prefix, model)

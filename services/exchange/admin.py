@@ -17,7 +17,7 @@ from services.core.config import Settings
 from services.exchange.sbt_training import train_secureboost_over_exchange
 from services.exchange.training import LabelledRow, TrainingResult, train_federated_over_exchange
 from services.models.bank_features import FEATURE_NAMES
-from services.models.fedlr import Mode
+from services.models.fedlr import DEFAULT_LEARNING_RATE, DEFAULT_MAX_EPOCHS, Mode
 from services.models.registry import ModelRegistry
 from services.models.secureboost import BoostingParameters
 
@@ -47,7 +47,8 @@ def read_history(path: Path) -> list[LabelledRow]:
 
 
 async def train_federated(settings: Settings, product: str, history: list[LabelledRow], *, mode: Mode = "minibatch",
-                          epochs: int = 3, batch_size: int = 256, learning_rate: float = 0.15) -> TrainingResult:
+                          epochs: int = DEFAULT_MAX_EPOCHS, batch_size: int | None = None,
+                          learning_rate: float = DEFAULT_LEARNING_RATE) -> TrainingResult:
     """Train `product`'s federated model with the partner over the exchange topics (the partner
     service must run) and register the bank's half; scoring picks it up within its refresh."""
     redis = aioredis.from_url(settings.redis_url.get_secret_value())

@@ -77,5 +77,5 @@ async def train_secureboost_over_exchange(
         started_at=started_at, metrics={f"{params.loss}_last_tree": bank.tree_losses[-1]}, checkpoint=half.to_bytes(),
     )
     registry.record_deployment(version.service_number, operator=operator, target=socket.gethostname())
-    return TrainingResult(version, len(rows), int(labels.sum()), params.trees, time.monotonic() - started,
+    return TrainingResult(version, len(rows), int(labels.sum()), params.trees, False, time.monotonic() - started,
                           list(bank.tree_losses))

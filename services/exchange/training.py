@@ -5,7 +5,9 @@ A job, not a stream stage (as FATE runs jobs): it produces to exchange.to_partne
 partner's replies of its own run from exchange.to_bank (no consumer group; the exchange service
 ignores fedlr_* messages). Its rows are the bank's labelled history for one product: customer,
 bank feature vector (services/models/bank_features.py), label; only aligned customers take part.
-When it returns, scoring picks the new version up within FEDERATED_REFRESH_S and the partner has
+The bank prepares its features locally (services/models/preparation.py, fitted on these rows,
+stored in the checkpoint, never sent); training stops when the loss settles (fedlr's
+`StoppingRule`) or after `epochs`. When it returns, scoring picks the new version up within FEDERATED_REFRESH_S and the partner has
 pushed partial scores of the new version for everyone aligned.
 """
 from __future__ import annotations
@@ -28,7 +30,14 @@ from services.core.config import Settings
 from services.core.errors import UnreachableError, ValidationError
 from services.models.bank_features import FEATURE_NAMES
 from services.models.federated import BankHalf, federated_model_name
-from services.models.fedlr import BankParty, Mode
+from services.models.fedlr import (
+    DEFAULT_LEARNING_RATE,
+    DEFAULT_MAX_EPOCHS,
+    DEFAULT_STOPPING,
+    BankParty,
+    Mode,
+    default_batch_size,
+)
 from services.models.registry import DataFingerprint, ModelRegistry, ModelVersion
 from services.protocol.bank_keys import BankKeys
 from services.protocol.catalog import EXCHANGE_TO_BANK
@@ -53,7 +62,8 @@ class TrainingResult:
     version: ModelVersion
     rows: int
     positives: int
-    epochs: int
+    epochs: int  # run: fewer than asked when the loss settled
+    converged: bool
     seconds: float
     losses: list[float]
 
@@ -111,9 +121,11 @@ class _Exchange:
 
 async def train_federated_over_exchange(
     settings: Settings, redis: aioredis.Redis, registry: ModelRegistry, product: str, history: list[LabelledRow], *,
-    mode: Mode = "minibatch", epochs: int = 3, batch_size: int = 256, learning_rate: float = 0.15,
-    operator: str = "federated-training-job",
+    mode: Mode = "minibatch", epochs: int = DEFAULT_MAX_EPOCHS, batch_size: int | None = None,
+    learning_rate: float = DEFAULT_LEARNING_RATE, operator: str = "federated-training-job",
 ) -> TrainingResult:
+    """Train and register `product`'s federated model: at most `epochs` epochs of the protocol with the
+    partner, batches of `batch_size` rows (None: fedlr's `default_batch_size`)."""
     started = time.monotonic()
     started_at = dt.datetime.now(dt.UTC)
     rows = await aligned_rows(redis, settings.redis_key_prefix, history)
@@ -122,9 +134,7 @@ async def train_federated_over_exchange(
     join_ids = [join_id for join_id, _ in rows]
     features = np.vstack([row.features for _, row in rows])
     labels = np.array([row.label for _, row in rows], dtype=np.float64)
-    mean = features.mean(axis=0)
-    scale = np.where(features.std(axis=0) > 0, features.std(axis=0), 1.0)
-    bank = BankParty(join_ids, labels, (features - mean) / scale, learning_rate=learning_rate)
+    bank = BankParty(join_ids, labels, features, learning_rate=learning_rate)
     run_id = secrets.token_hex(16)
     model_name = federated_model_name(product)
     version_label = f"{model_name}@{run_id[:12]}"
@@ -132,30 +142,37 @@ async def train_federated_over_exchange(
     await exchange.start()
     try:
         await exchange.send(TrainingRun.of(model_name, version_label, join_ids, bank.start()))
-        step_size = len(join_ids) if mode == "batch" else batch_size
+        batch_rows = len(join_ids) if mode == "batch" else (
+            batch_size if batch_size is not None else default_batch_size(len(join_ids), bank.min_batch_size))
+        converged = False
         for epoch in range(epochs):
-            for plan in bank.plan_epoch(epoch, step_size):
+            for plan in bank.plan_epoch(epoch, batch_rows):
                 await exchange.send(plan)
                 scores = await exchange.reply(BatchScores)
                 await exchange.send(await asyncio.to_thread(bank.residuals_step, plan, scores, mode == "online"))
                 masked = await exchange.reply(MaskedGradient)
                 await exchange.send(await asyncio.to_thread(bank.decrypt_step, masked))
             bank.end_epoch()
+            if DEFAULT_STOPPING.should_stop(bank.epoch_losses):
+                converged = True
+                break
         await exchange.send(TrainingFinish())
     finally:
         await exchange.stop()
         bank.close()
-    half = BankHalf(product, bank.weights.copy(), mean, scale, bank.bias, version_label)
+    half = BankHalf(product, bank.weights.copy(), bank.preparation, bank.bias, version_label)
     fingerprint = DataFingerprint("")
     for (_, row) in rows:
         fingerprint.update(row.features.tolist(), bool(row.label))
     version = registry.register(
         model_name=model_name, algorithm=f"federated logistic regression ({mode}, Paillier 2048)",
-        parameters={"learning_rate": learning_rate, "batch_size": batch_size, "epochs": epochs, "mode": mode,
-                    "partner_version": version_label, "min_batch_size": bank.min_batch_size},
-        feature_names=[*FEATURE_NAMES, "partner_features"], rows_learned=len(rows), iterations=epochs,
+        parameters={"learning_rate": learning_rate, "learning_rate_decay": bank.learning_rate_decay,
+                    "batch_size": batch_rows, "max_epochs": epochs, "mode": mode, "partner_version": version_label,
+                    "min_batch_size": bank.min_batch_size, "bank_preparation": bank.preparation.describe()},
+        feature_names=[*FEATURE_NAMES, "partner_features"], rows_learned=len(rows), iterations=len(bank.epoch_losses),
         fingerprint=fingerprint, operator=operator, started_at=started_at,
-        metrics={"log_loss_last_epoch": bank.epoch_losses[-1]}, checkpoint=half.to_bytes(),
+        metrics={"log_loss_last_epoch": bank.epoch_losses[-1], "converged": converged}, checkpoint=half.to_bytes(),
     )
     registry.record_deployment(version.service_number, operator=operator, target=socket.gethostname())
-    return TrainingResult(version, len(rows), int(labels.sum()), epochs, time.monotonic() - started, list(bank.epoch_losses))
+    return TrainingResult(version, len(rows), int(labels.sum()), len(bank.epoch_losses), converged,
+                          time.monotonic() - started, list(bank.epoch_losses))

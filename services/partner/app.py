@@ -51,18 +51,17 @@ MAX_SCORES_PER_MESSAGE = 20_000
 
 
 class PartnerTraining:
-    """The partner's side of one federated training run: its standardised features and w_p."""
+    """The partner's side of one federated training run: w_p over its features as its preparation,
+    fitted here on the run's rows (services/models/preparation.py), turns them out; the preparation
+    is kept with the model and applied to every partial score, never sent."""
 
     def __init__(self, run: TrainingRun, features: np.ndarray) -> None:
         self.run = run
-        self.mean = features.mean(axis=0)
-        self.scale = np.where(features.std(axis=0) > 0, features.std(axis=0), 1.0)
-        self.party = PartnerParty(run.join_ids, (features - self.mean) / self.scale)
+        self.party = PartnerParty(run.join_ids, features)
         self.party.on_training_start(run.start)
 
     def model(self) -> PartnerModel:
-        name = self.run.model_name
-        return PartnerModel(name, self.run.version, self.party.weights.copy(), self.mean, self.scale)
+        return PartnerModel(self.run.model_name, self.run.version, self.party.weights.copy(), self.party.preparation)
 
 
 class PartnerService:

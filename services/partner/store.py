@@ -4,7 +4,7 @@
 `pnid:<hash>`      -> partner record id, by the identity hash (SHA-256 of the national id), which
                    is also the id PSI aligns on: no raw national id is kept after ingest
 `pjoin:<join id>`  -> partner record id, after PSI; `prjoin:<record>` -> join id
-`pmodel:<model>`   the partner's half of a federated model: JSON {version, weights, mean, scale}
+`pmodel:<model>`   the partner's half of a federated model: JSON {name, version, weights, preparation}
 `psbt:<model>`     the partner's half of a SecureBoost model: JSON {name, version, its split table}
 """
 from __future__ import annotations
@@ -15,33 +15,37 @@ from dataclasses import dataclass
 import numpy as np
 import redis.asyncio as aioredis
 
+from services.models.preparation import Preparation
 from services.models.secureboost import SplitTable
 from services.partner.features import FEATURE_NAMES
 
 
 @dataclass(frozen=True)
 class PartnerModel:
-    """w_p for one federated model, over standardised partner features."""
+    """w_p for one federated model, over the partner's features as its own `Preparation` turns them
+    out (fitted on its training rows; kept here, never sent to the bank)."""
 
     name: str
     version: str
     weights: np.ndarray
-    mean: np.ndarray
-    scale: np.ndarray
+    preparation: Preparation
 
     def partial_scores(self, features: np.ndarray) -> np.ndarray:
-        """w_p . (x - mean) / scale for each row of `features`."""
-        return ((features - self.mean) / self.scale) @ self.weights
+        """w_p . prepared(x) for each row of raw `features` (NaN where missing)."""
+        scores: np.ndarray = self.preparation.transform(features) @ self.weights
+        return scores
 
     def to_json(self) -> str:
         return json.dumps({"name": self.name, "version": self.version, "weights": self.weights.tolist(),
-                           "mean": self.mean.tolist(), "scale": self.scale.tolist()})
+                           "preparation": self.preparation.to_dict()})
 
     @classmethod
     def from_json(cls, raw: bytes | str) -> PartnerModel:
+        """A stored half; one stored before preparations (`mean`, `scale`) reads as their standardisation."""
         values = json.loads(raw)
-        return cls(values["name"], values["version"], *(np.asarray(values[key], dtype=np.float64)
-                                                         for key in ("weights", "mean", "scale")))
+        preparation = (Preparation.from_dict(values["preparation"]) if "preparation" in values
+                       else Preparation.standardisation(np.asarray(values["mean"]), np.asarray(values["scale"])))
+        return cls(values["name"], values["version"], np.asarray(values["weights"], dtype=np.float64), preparation)
 
 
 @dataclass
@@ -103,8 +107,9 @@ class PartnerStore:
                 if vector is not None}
 
     async def put_model(self, model: PartnerModel) -> None:
-        if model.weights.shape != (len(FEATURE_NAMES),):
-            raise ValueError(f"a partner model has {len(FEATURE_NAMES)} weights, got {model.weights.shape}")
+        if model.preparation.inputs != len(FEATURE_NAMES) or model.weights.shape != (model.preparation.outputs,):
+            raise ValueError(f"a partner model takes {len(FEATURE_NAMES)} features and one weight per prepared column, "
+                             f"got {model.preparation.inputs} and {model.weights.shape}")
         await self.redis.set(self.key("pmodel", model.name), model.to_json())
 
     async def models(self) -> list[PartnerModel]:

@@ -222,14 +222,19 @@ class TrainingStart:
     learning_rate: float
     l2: float
     encrypted: bool
+    learning_rate_decay: float = 0.0  # the step in epoch e is learning_rate / (1 + decay * e); 0: constant
 
     def __post_init__(self) -> None:
-        if self.modulus < 3 or not (math.isfinite(self.learning_rate) and math.isfinite(self.l2)):
-            raise ValidationError("bad training start: n < 3 or a setting not finite", reason=BAD_FEDLR_MESSAGE)
+        settings = (self.learning_rate, self.l2, self.learning_rate_decay)
+        if self.modulus < 3 or not all(math.isfinite(value) for value in settings) or self.learning_rate_decay < 0:
+            raise ValidationError("bad training start: n < 3, a setting not finite or a negative decay",
+                                  reason=BAD_FEDLR_MESSAGE)
 
     @classmethod
-    def of(cls, public_key_n: int, learning_rate: float, l2: float, encrypted: bool) -> TrainingStart:
-        return cls(public_key_n.to_bytes((public_key_n.bit_length() + 7) // 8, "big"), learning_rate, l2, encrypted)
+    def of(cls, public_key_n: int, learning_rate: float, l2: float, encrypted: bool, *,
+           learning_rate_decay: float = 0.0) -> TrainingStart:
+        return cls(public_key_n.to_bytes((public_key_n.bit_length() + 7) // 8, "big"), learning_rate, l2, encrypted,
+                   learning_rate_decay)
 
     @property
     def modulus(self) -> int:

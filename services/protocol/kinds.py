@@ -104,9 +104,10 @@ KINDS: tuple[Kind, ...] = (
          "per join id and SecureBoost model: one bit per partner split of the model (left or right), and the version",
          "which way each partner split sends the person, never the feature or the threshold behind it"),
     Kind("fedlr_start", "fedlr", "bank", TrainingRun,
-         "public key n, learning rate, l2 (`TrainingStart`); model name and version label; the training rows' "
-         "join ids",
-         "which shared people have a label for this product (not the labels); nothing else private"),
+         "public key n, learning rate and its decay per epoch, l2 (`TrainingStart`); model name and version label; "
+         "the training rows' join ids",
+         "which shared people have a label for this product (not the labels), on whose features it fits its own "
+         "preparation; nothing else private (the bank's preparation never crosses)"),
     Kind("fedlr_plan", "fedlr", "bank", BatchPlan,
          "the batch's join ids in order",
          "which rows are in the batch (it knows the intersection already)"),
@@ -124,7 +125,8 @@ KINDS: tuple[Kind, ...] = (
          "its own gradient (1/B) sum_i r_i x_ij: an aggregate over at least `min_batch_size` rows"),
     Kind("fedlr_finish", "fedlr", "bank", TrainingFinish,
          "end of the run",
-         "that w_p is now the partner half of the run's version label"),
+         "that w_p is now the partner half of the run's version label; from when it comes, after how many epochs "
+         "the bank's loss over all training rows settled (the stopping rule), nothing about any one row"),
     Kind("sbt_start", "sbt", "bank", SbtStart,
          "public key n, bins per column, model name and version label, the training rows' join ids",
          "which shared people have a label for this product (not the labels); nothing else private"),

@@ -19,6 +19,7 @@ from services.core.clients import consume, produce
 from services.core.config import Settings
 from services.core.supervisor import partner_env
 from services.core.telemetry import headers_from_context
+from services.models.preparation import Preparation
 from services.partner.features import FEATURE_NAMES
 from services.partner.store import PartnerModel, PartnerStore
 
@@ -28,8 +29,8 @@ async def test_one_trace_crosses_to_the_partner_and_back(settings: Settings, ser
     feed = list(partner_records(customers, overlap=1.0, outsiders=0, seed=3))
     redis = aioredis.from_url(settings.redis_url.get_secret_value())
     partner_prefix = partner_env(settings)["CIPHERSTREAM_REDIS_KEY_PREFIX"]
-    model = PartnerModel("fedlr.travel_insurance", "v1", np.full(len(FEATURE_NAMES), 0.1), np.zeros(len(FEATURE_NAMES)),
-                         np.ones(len(FEATURE_NAMES)))
+    model = PartnerModel("fedlr.travel_insurance", "v1", np.full(len(FEATURE_NAMES), 0.1),
+                         Preparation.identity(len(FEATURE_NAMES)))
     await PartnerStore(redis, partner_prefix).put_model(model)
     files = {name: tmp_path / f"{name}.spans.jsonl" for name in ("ingest", "exchange", "partner")}
     for name, path in files.items():

@@ -84,9 +84,9 @@ def test_partner_never_receives_labels_or_bank_features(bank_private_key: Pailli
     kinds = {type(message) for message in messages}
     assert kinds == {TrainingStart, BatchPlan, EncryptedResiduals, UnmaskedGradient}
     fields = {f.name for kind in kinds for f in dataclasses.fields(kind)}
-    assert fields == {"epoch", "batch_index", "public_key_n", "learning_rate", "l2", "encrypted", "join_ids",
-                      "width", "packed_values", "exponent"}
-    for value in x_bank.ravel().tolist():
+    assert fields == {"epoch", "batch_index", "public_key_n", "learning_rate", "l2", "encrypted", "learning_rate_decay",
+                      "join_ids", "width", "packed_values", "exponent"}
+    for value in x_bank.ravel().tolist() + bank.features.ravel().tolist():  # raw and as prepared
         assert not any(struct.pack(">d", value) in p or struct.pack("<d", value) in p for p in received)
 
     # The residuals (whose signs are the labels) are inside the ciphertexts, and only the key opens them.
@@ -195,7 +195,8 @@ def test_messages_out_of_order_are_refused(bank_private_key: PaillierPrivateKey)
 def test_prediction_sends_only_partial_scores_and_matches_the_joint_model(codec: AvroCodec) -> None:
     bank, partner, labels, x_bank, x_partner = parties(None)
     train_federated(bank, partner, "batch", epochs=30, batch_size=0, codec=codec)
-    joint = 1 / (1 + np.exp(-(x_bank @ bank.weights + bank.bias + x_partner @ partner.weights)))
+    prepared_bank, prepared_partner = bank.preparation.transform(x_bank), partner.preparation.transform(x_partner)
+    joint = 1 / (1 + np.exp(-(prepared_bank @ bank.weights + bank.bias + prepared_partner @ partner.weights)))
     assert np.allclose(predict(bank, partner, bank.join_ids), joint)
     assert ((joint > 0.5) == labels).mean() > 0.8
     with pytest.raises(ValidationError, match="holds no row for join id 'nobody'"):

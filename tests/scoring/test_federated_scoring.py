@@ -9,14 +9,16 @@ import numpy as np
 from services.core.config import Settings
 from services.models.bank_features import FEATURE_NAMES, feature_vector
 from services.models.federated import PARTNER_REASON, BankHalf, federated_model_name
+from services.models.preparation import Preparation
 from services.models.registry import DataFingerprint
 from tests.scoring.test_scorer import PROFILE, _event, _inbound, _scorer
 
 
 async def test_aligned_customer_gets_the_federated_score_and_others_the_bank_model(settings: Settings) -> None:
     scorer, redis, registry = await _scorer(settings)
-    half = BankHalf("travel_insurance", np.linspace(-0.5, 0.5, len(FEATURE_NAMES)), np.zeros(len(FEATURE_NAMES)),
-                    np.full(len(FEATURE_NAMES), 4.0), -1.25, "fedlr.travel_insurance@p7")
+    half = BankHalf("travel_insurance", np.linspace(-0.5, 0.5, len(FEATURE_NAMES)),
+                    Preparation.standardisation(np.zeros(len(FEATURE_NAMES)), np.full(len(FEATURE_NAMES), 4.0)), -1.25,
+                    "fedlr.travel_insurance@p7")
     version = registry.register(
         model_name=federated_model_name("travel_insurance"), algorithm="federated logistic regression",
         parameters={}, feature_names=list(FEATURE_NAMES), rows_learned=10, iterations=1,
