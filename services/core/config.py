@@ -98,6 +98,9 @@ class Settings(BaseSettings):
     online_window_rows: int = Field(default=64, ge=1)
     online_learning_rate: float = Field(default=0.05, gt=0)
     online_reply_timeout_s: float = Field(default=30.0, gt=0)
+    # Products scored by federated SecureBoost (registry `sbt.<product>`) instead of federated LR,
+    # comma separated; the others keep LR. CIPHERSTREAM_SECUREBOOST_PRODUCTS=travel_insurance,credit_card
+    secureboost_products: str = ""
     campaigns_file: Path = REPO_ROOT / "services" / "dispatch" / "campaigns.yaml"
     # How often dispatch looks for changed campaigns (the file, or the console's in SQL).
     campaign_refresh_s: float = Field(default=5.0, gt=0)

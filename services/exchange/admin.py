@@ -1,8 +1,8 @@
 """What the command line asks of the exchange: a federated training job with the live partner.
 
 `cipherstream train-federated` reads the bank's labelled history (JSON lines) with `read_history`
-and runs `train_federated`, which opens Redis (the join ids) and the model registry for the job
-and closes them when it ends.
+and runs `train_federated` (logistic regression) or `train_secureboost`, which open Redis (the
+join ids) and the model registry for the job and close them when it ends.
 """
 from __future__ import annotations
 
@@ -14,10 +14,12 @@ import numpy as np
 import redis.asyncio as aioredis
 
 from services.core.config import Settings
+from services.exchange.sbt_training import train_secureboost_over_exchange
 from services.exchange.training import LabelledRow, TrainingResult, train_federated_over_exchange
 from services.models.bank_features import FEATURE_NAMES
 from services.models.fedlr import DEFAULT_LEARNING_RATE, DEFAULT_MAX_EPOCHS, Mode
 from services.models.registry import ModelRegistry
+from services.models.secureboost import BoostingParameters
 
 
 def parse_history(lines: Iterable[str]) -> list[LabelledRow]:
@@ -54,6 +56,19 @@ async def train_federated(settings: Settings, product: str, history: list[Labell
     try:
         return await train_federated_over_exchange(settings, redis, registry, product, history, mode=mode,
                                                    epochs=epochs, batch_size=batch_size, learning_rate=learning_rate)
+    finally:
+        registry.close()
+        await redis.aclose()
+
+
+async def train_secureboost(settings: Settings, product: str, history: list[LabelledRow],
+                            parameters: BoostingParameters) -> TrainingResult:
+    """Train `product`'s SecureBoost model with the partner over the exchange topics (the partner service
+    must run) and register the bank's half; scoring serves it for the products configured for SecureBoost."""
+    redis = aioredis.from_url(settings.redis_url.get_secret_value())
+    registry = ModelRegistry(settings.database_url.get_secret_value())
+    try:
+        return await train_secureboost_over_exchange(settings, redis, registry, product, history, parameters=parameters)
     finally:
         registry.close()
         await redis.aclose()

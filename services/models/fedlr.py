@@ -72,7 +72,7 @@ import secrets
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
-from typing import Literal, TypeVar
+from typing import Literal
 
 import numpy as np
 from gmpy2 import mpz
@@ -88,13 +88,13 @@ from services.crypto.paillier import (
 )
 from services.models.kernel import signed_weighted_products
 from services.models.preparation import Preparation
+from services.models.wire import Transcript, Wire
 from services.models.workers import WorkerPool
 from services.protocol.exchange_messages import (
     BAD_FEDLR_MESSAGE,
     BatchPlan,
     BatchScores,
     EncryptedResiduals,
-    ExchangePayload,
     MaskedGradient,
     TrainingStart,
     UnmaskedGradient,
@@ -113,7 +113,6 @@ rows; on many rows, 256-row steps, whose fixed cost per step (masks, decryption)
 # features stay below 2^66, far inside phe's signed range (n / 3).
 DEFAULT_RESIDUAL_EXPONENT = -8
 _BAD = BAD_FEDLR_MESSAGE
-M = TypeVar("M", bound=ExchangePayload)
 
 
 class BatchTooSmallError(CipherstreamError):
@@ -601,8 +600,6 @@ class TrainingReport:
         self.step_seconds[step] = self.step_seconds.get(step, 0.0) + time.perf_counter() - started
 
 
-Transcript = list[tuple[str, bytes]]
-
 
 DEFAULT_MAX_EPOCHS = 60
 DEFAULT_STOPPING = StoppingRule()
@@ -628,17 +625,8 @@ def train_federated(bank: BankParty, partner: PartnerParty, mode: Mode = "miniba
         batch_size if batch_size is not None else default_batch_size(len(rows), bank.min_batch_size))
     report = TrainingReport(mode, epochs, batch_rows)
 
-    def crossing(direction: str) -> Callable[[M], M]:
-        """Each message as the topics carry it: encoded, counted, recorded, decoded on the other side."""
-        def cross(message: M) -> M:
-            payload = codec.encode(message)
-            setattr(report, f"bytes_{direction}", getattr(report, f"bytes_{direction}") + len(payload))
-            if transcript is not None:
-                transcript.append((direction, payload))
-            return codec.decode(payload, type(message))
-        return cross
-
-    to_partner, to_bank = crossing("to_partner"), crossing("to_bank")
+    wire = Wire(codec, transcript)
+    to_partner, to_bank = wire.to_partner, wire.to_bank
 
     partner.on_training_start(to_partner(bank.start()))
     for epoch in range(epochs):
@@ -667,6 +655,7 @@ def train_federated(bank: BankParty, partner: PartnerParty, mode: Mode = "miniba
         if stopping is not None and stopping.should_stop(report.losses):
             report.converged = True
             break
+    report.bytes_to_partner, report.bytes_to_bank = wire.bytes_to_partner, wire.bytes_to_bank
     return report
 
 

@@ -24,6 +24,7 @@ from services.core.logs import facts
 from services.core.service import ServiceContext, bootstrap, main
 from services.crypto.psi.link import AlignmentLink
 from services.models.fedlr import PartnerParty
+from services.models.secureboost import PartnerParty as SecureBoostPartner
 from services.partner.features import PartnerRecord, feature_vector, parse_feed
 from services.partner.store import PartnerModel, PartnerStore
 from services.partner.topics import EXCHANGE_TO_PARTNER, PARTNER_FEATURES, RAW_PARTNER_FEATURES
@@ -34,6 +35,12 @@ from services.protocol.exchange_messages import (
     OnlineSession,
     PartialScores,
     PsiSession,
+    SbtDecisions,
+    SbtFinish,
+    SbtGradients,
+    SbtNodeRequest,
+    SbtSplits,
+    SbtStart,
     ScoreRequest,
     TrainingFinish,
     TrainingRun,
@@ -96,6 +103,7 @@ class PartnerService:
         self._loaded = False
         self.trainings: dict[str, PartnerTraining] = {}
         self.online: dict[str, OnlinePartnerSession] = {}
+        self.boostings: dict[str, SecureBoostPartner] = {}
 
     async def _ensure_loaded(self) -> None:
         if not self._loaded:
@@ -143,6 +151,8 @@ class PartnerService:
             return await self.partial_score_messages(list(request.join_ids), message.message_id)
         if kind.protocol == "fedlr":
             return await self._training_step(message, kind)
+        if kind.protocol == "sbt":
+            return await self._secureboost_step(message, kind)
         started = time.perf_counter()
         replies, joined = await self.link.handle(message)
         metrics.PARTNER_EXCHANGE_SECONDS.labels(message.kind).observe(time.perf_counter() - started)
@@ -287,6 +297,43 @@ class PartnerService:
         return envelope(self.codec, WindowApplied(model.name, model.window, model.version), "partner", session_id,
                         answering)
 
+    async def _secureboost_step(self, message: ExchangeMessage, kind: Kind) -> list[Outbound]:
+        """One step of a SecureBoost training the bank drives (services/models/secureboost); the
+        histograms run on the party's process pool, off the event loop."""
+        run_id = message.session_id
+        if kind.message is SbtStart:
+            start = open_payload(self.codec, message, SbtStart)
+            features = await self.store.features_by_join_id(list(start.join_ids))
+            missing = len(start.join_ids) - len(features)
+            if missing:
+                raise ValidationError(f"{missing} training join ids are not aligned people of ours", reason="unknown_join_ids")
+            party = SecureBoostPartner(start.join_ids, np.vstack([features[j] for j in start.join_ids]))
+            await asyncio.to_thread(party.on_start, start)
+            self.boostings[run_id] = party
+            return []
+        party = self.boostings.get(run_id)
+        if party is None:
+            raise ValidationError(f"no SecureBoost training {run_id[:8]}.. in progress", reason="unknown_training_run")
+        if kind.message is SbtGradients:
+            await asyncio.to_thread(party.on_gradients, open_payload(self.codec, message, SbtGradients))
+            return []
+        if kind.message is SbtNodeRequest:
+            started = time.perf_counter()
+            histograms = await asyncio.to_thread(party.histograms, open_payload(self.codec, message, SbtNodeRequest))
+            metrics.PARTNER_EXCHANGE_SECONDS.labels("sbt_histograms").observe(time.perf_counter() - started)
+            return [envelope(self.codec, histograms, "partner", run_id, message.message_id)]
+        if kind.message is SbtSplits:
+            rows = await asyncio.to_thread(party.split_rows, open_payload(self.codec, message, SbtSplits))
+            return [envelope(self.codec, rows, "partner", run_id, message.message_id)]
+        if kind.message is SbtFinish:
+            finish = open_payload(self.codec, message, SbtFinish)
+            party.on_finish(finish)
+            del self.boostings[run_id]
+            party.close()
+            await self.store.put_split_table(finish.model_name, finish.version, party.split_table)
+            return await self.partial_score_messages(await self.store.all_aligned_join_ids())
+        raise ValidationError(f"unknown SecureBoost step {message.kind!r}", reason="unknown_kind")
+
     async def _join_session(self, message: ExchangeMessage) -> list[Outbound]:
         """A new session from the bank: align everyone we hold from scratch (join ids change)."""
         if not await self.link.join_session(message):
@@ -294,25 +341,33 @@ class PartnerService:
         return await self.link.blind(await self.store.all_identity_hashes())
 
     async def partial_score_messages(self, join_ids: list[str], correlation_id: str = "") -> list[Outbound]:
-        """w_p . x_p of every partner model for the aligned people among `join_ids`; one number per
-        model and person, never a feature. People we do not hold are left out of the answer."""
+        """w_p . x_p of every partner model, and the bit of every split of every SecureBoost model, for
+        the aligned people among `join_ids`; never a feature. People we do not hold are left out."""
         models = await self.store.models()
+        tables = await self.store.split_tables()
         features = await self.store.features_by_join_id(join_ids)
-        if not models or not features or self.link.party is None:
+        if not (models or tables) or not features or self.link.party is None:
             return []
         ids = list(features)
         matrix = np.vstack([features[join_id] for join_id in ids])
         per_model = {model.name: model.partial_scores(matrix) for model in models}
         versions = {model.name: model.version for model in models}
+        names = sorted(tables)
+        bitmaps = [np.packbits(tables[name][1].decisions(matrix), axis=1) for name in names]
         messages = []
         for start in range(0, len(ids), MAX_SCORES_PER_MESSAGE):
             chunk = ids[start:start + MAX_SCORES_PER_MESSAGE]
-            scores = {join_id: {name: float(values[start + row]) for name, values in per_model.items()}
-                      for row, join_id in enumerate(chunk)}
-            messages.append(envelope(self.codec, PartialScores.of(versions, scores), "partner", self.link.session_hex,
-                                     correlation_id))
+            if models:
+                scores = {join_id: {name: float(values[start + row]) for name, values in per_model.items()}
+                          for row, join_id in enumerate(chunk)}
+                messages.append(envelope(self.codec, PartialScores.of(versions, scores), "partner", self.link.session_hex,
+                                         correlation_id))
+            if names:
+                body = np.hstack([bits[start:start + len(chunk)] for bits in bitmaps]).tobytes()
+                decisions = SbtDecisions(tuple(names), tuple(tables[name][0] for name in names),
+                                         tuple(len(tables[name][1].rules) for name in names), tuple(chunk), body)
+                messages.append(envelope(self.codec, decisions, "partner", self.link.session_hex, correlation_id))
         return messages
-
 
 def build() -> ServiceContext:
     context = bootstrap(SERVICE, needs_redis=True, active_standby=True)

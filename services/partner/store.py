@@ -7,6 +7,7 @@
 `pmodel:<model>`   the partner's half of a federated model: JSON {name, version, weights, preparation,
                    window}; `window` counts the online windows applied on top of the trained half,
                    written in the same SET as the weights, so a replayed window is recognised
+`psbt:<model>`     the partner's half of a SecureBoost model: JSON {name, version, its split table}
 """
 from __future__ import annotations
 
@@ -18,6 +19,7 @@ import numpy as np
 import redis.asyncio as aioredis
 
 from services.models.preparation import Preparation
+from services.models.secureboost import SplitTable
 from services.partner.features import FEATURE_NAMES
 
 # Write a model's new window only over the window before it: a second writer (a replica that lost
@@ -141,6 +143,24 @@ class PartnerStore:
         keys = [key async for key in self.redis.scan_iter(match=self.key("pmodel", "*"))]
         values = await self.redis.mget(keys) if keys else []
         return [PartnerModel.from_json(value) for value in values if value is not None]
+
+    async def put_split_table(self, name: str, version: str, table: SplitTable) -> None:
+        """Keep a SecureBoost model's split table (columns in FEATURE_NAMES order, as trained)."""
+        if any(not 0 <= rule.column < len(FEATURE_NAMES) for rule in table.rules):
+            raise ValueError(f"a split table's columns are 0 to {len(FEATURE_NAMES) - 1}")
+        await self.redis.set(self.key("psbt", name), json.dumps({"name": name, "version": version,
+                                                                 "rules": table.to_bytes().decode()}))
+
+    async def split_tables(self) -> dict[str, tuple[str, SplitTable]]:
+        """model name -> (partner version, split table) of every SecureBoost model."""
+        keys = [key async for key in self.redis.scan_iter(match=self.key("psbt", "*"))]
+        values = await self.redis.mget(keys) if keys else []
+        tables = {}
+        for value in values:
+            if value is not None:
+                stored = json.loads(value)
+                tables[stored["name"]] = (stored["version"], SplitTable.from_bytes(stored["rules"].encode()))
+        return tables
 
     async def all_aligned_join_ids(self) -> list[str]:
         prefix = self.key("pjoin", "")

@@ -26,7 +26,8 @@ def build() -> ServiceContext:
                         settings=settings.model_copy(update={"exchange_bootstrap_servers": None}))
     assert context.redis is not None
     registry = ModelRegistry(settings.database_url.get_secret_value())
-    scorer = Scorer.start(context.redis, settings.redis_key_prefix, registry, model_refresh_s=settings.model_refresh_s)
+    scorer = Scorer.start(context.redis, settings.redis_key_prefix, registry, model_refresh_s=settings.model_refresh_s,
+                          secureboost_products=tuple(p for p in settings.secureboost_products.split(",") if p))
     for topic, decoder, handler in (
         (CUSTOMER_PROFILES, tombstone_decoder(context.codec, CustomerProfile), scorer.store_profiles),
         (CUSTOMER_EVENTS, avro_decoder(context.codec, CustomerEvent), scorer.score),

@@ -6,16 +6,19 @@ The work is split three ways: the Redis state (`state.py`), the models being ser
 """
 from __future__ import annotations
 
-from dataclasses import dataclass
+import time
+from dataclasses import dataclass, field
 
 import redis.asyncio as aioredis
 
 from services.core.kafka import HandlerResult, Inbound, Outbound, now_ms
 from services.models.bank_features import PRODUCTS
 from services.models.registry import ModelRegistry
+from services.models.secureboost.serving import LiveSecureBoost, load_secureboost
 from services.protocol.stream_messages import CustomerEvent, CustomerProfile
 from services.scoring.batch_scoring import score_batch
 from services.scoring.live_models import FEDERATED_REFRESH_S, LiveModels
+from services.scoring.secureboost_scoring import apply_secureboost
 from services.scoring.state import PartialScoresOf, ScoringState
 from services.scoring.topics import SCORES
 
@@ -31,11 +34,25 @@ def unknown_profile(customer_id: str) -> CustomerProfile:
 class Scorer:
     state: ScoringState
     models: LiveModels
+    registry: ModelRegistry | None = None
+    secureboost_products: tuple[str, ...] = ()
+    secureboost: dict[str, LiveSecureBoost] = field(default_factory=dict)
+    secureboost_loaded_at: float = -1e18
 
     @classmethod
     def start(cls, redis: aioredis.Redis, key_prefix: str, registry: ModelRegistry, products: tuple[str, ...] = PRODUCTS,
-              model_refresh_s: float = FEDERATED_REFRESH_S) -> Scorer:
-        return cls(ScoringState(redis, key_prefix), LiveModels.start(registry, products, model_refresh_s=model_refresh_s))
+              model_refresh_s: float = FEDERATED_REFRESH_S, secureboost_products: tuple[str, ...] = ()) -> Scorer:
+        return cls(ScoringState(redis, key_prefix), LiveModels.start(registry, products, model_refresh_s=model_refresh_s),
+                   registry, secureboost_products)
+
+    def refresh_secureboost(self) -> None:
+        """The latest SecureBoost half of each product configured for it, every model_refresh_s."""
+        if self.registry is None or not self.secureboost_products:
+            return
+        now = time.monotonic()
+        if now - self.secureboost_loaded_at >= self.models.model_refresh_s:
+            self.secureboost = load_secureboost(self.registry, self.secureboost_products)
+            self.secureboost_loaded_at = now
 
     async def store_profiles(self, batch: list[Inbound[CustomerProfile | None]]) -> list[HandlerResult]:
         """Keep the latest profile per customer; a tombstone erases the customer's scoring state."""
@@ -53,7 +70,12 @@ class Scorer:
         partials: list[PartialScoresOf] = [{} for _ in events]
         if self.models.federated:
             partials = await self.state.partial_scores(join_ids)
-        scores, features = score_batch(events, profiles, partials, self.models.live, self.models.federated, now_ms())
+        federated = {product: model for product, model in self.models.federated.items()
+                     if product not in self.secureboost_products}
+        scores, features = score_batch(events, profiles, partials, self.models.live, federated, now_ms())
+        self.refresh_secureboost()
+        if self.secureboost:
+            scores = apply_secureboost(scores, features, await self.state.split_decisions(join_ids), self.secureboost)
         await self.state.store_features([(event.customer_id, event.event_id, features[row])
                                          for row, (event, profile) in enumerate(zip(events, profiles))
                                          if profile.segment != UNKNOWN_SEGMENT])
