@@ -18,6 +18,7 @@ from services.protocol.stream_messages import CustomerEvent, CustomerProfile, Of
 from services.scoring.batch_scoring import score_batch
 from services.scoring.live_models import FEDERATED_REFRESH_S, LiveModels
 from services.scoring.state import PartialScoresOf, ScoringState
+from services.scoring.styles import CHECKPOINT_EVERY_S, LiveStyles
 from services.scoring.topics import SCORES
 
 log = logging.getLogger(__name__)
@@ -35,13 +36,17 @@ def unknown_profile(customer_id: str) -> CustomerProfile:
 class Scorer:
     state: ScoringState
     models: LiveModels
+    styles: LiveStyles
 
     @classmethod
     def start(cls, redis: aioredis.Redis, key_prefix: str, registry: ModelRegistry, products: tuple[str, ...] = PRODUCTS,
-              checkpoint_every_rows: int = 200, model_refresh_s: float = FEDERATED_REFRESH_S) -> Scorer:
-        return cls(ScoringState(redis, key_prefix),
+              checkpoint_every_rows: int = 200, model_refresh_s: float = FEDERATED_REFRESH_S,
+              style_checkpoint_every_s: float = CHECKPOINT_EVERY_S) -> Scorer:
+        state = ScoringState(redis, key_prefix)
+        return cls(state,
                    LiveModels.start(registry, products, checkpoint_every_rows=checkpoint_every_rows,
-                                    model_refresh_s=model_refresh_s))
+                                    model_refresh_s=model_refresh_s),
+                   LiveStyles.start(registry, state, checkpoint_every_s=style_checkpoint_every_s))
 
     async def store_profiles(self, batch: list[Inbound[CustomerProfile | None]]) -> list[HandlerResult]:
         """Keep the latest profile per customer; a tombstone erases the customer's scoring state."""
@@ -50,7 +55,8 @@ class Scorer:
         return [[] for _ in batch]
 
     async def score(self, batch: list[Inbound[CustomerEvent]]) -> list[HandlerResult]:
-        """One CustomerScores per event: a propensity and reason codes for every product."""
+        """One CustomerScores per event: a propensity and reason codes for every product, and the
+        customer's style type."""
         await self.models.refresh_federated()
         events = [inbound.message for inbound in batch]
         customer_ids = [event.customer_id for event in events]
@@ -63,6 +69,8 @@ class Scorer:
         await self.state.store_features([(event.customer_id, event.event_id, features[row])
                                          for row, (event, profile) in enumerate(zip(events, profiles))
                                          if profile.segment != UNKNOWN_SEGMENT])
+        scores = await self.styles.assign(scores, features, [profile.segment != UNKNOWN_SEGMENT for profile in profiles])
+        await self.styles.checkpoint_due()
         return [[Outbound(SCORES, event.customer_id, message)] for event, message in zip(events, scores)]
 
     async def learn(self, batch: list[Inbound[OfferResponse]]) -> list[HandlerResult]:

@@ -6,6 +6,8 @@ erased customer is removed from one place.
                       so a later response is learned against exactly what was scored; expires
                       after FEATURE_TTL_S
 `learned:<response>`  set once a response has been learned from (a replay learns nothing twice)
+`style:<customer>`    the customer's style vector, [events seen, *STYLE_FEATURES] as float64
+                      bytes (services/scoring/styles.py); expires after STYLE_TTL_S
 
 It also reads the exchange's keys (services/protocol/bank_keys.py): a customer's join id and
 the partner's partial scores for it.
@@ -53,7 +55,8 @@ class ScoringState:
     async def store_profiles(self, profiles: list[CustomerProfile], erased: list[str]) -> None:
         pipeline = self.redis.pipeline(transaction=False)
         for customer_id in erased:
-            pipeline.delete(self.key("profile", customer_id), self.key("features", customer_id))
+            pipeline.delete(self.key("profile", customer_id), self.key("features", customer_id),
+                            self.key("style", customer_id))
         for profile in profiles:
             pipeline.set(self.key("profile", profile.customer_id), json.dumps(asdict(profile)))
         await pipeline.execute()

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from services.models.segmenter import STYLE_FEATURES, UNASSIGNED, Segmenter, blend
+from services.models.segmenter import STATE_WIDTH, STYLE_FEATURES, UNASSIGNED, Segmenter, blend
 from tests.models.style_data import KINDS, customers_of, mixed_stream
 
 FOUR = ["young_digital", "affluent_saver", "traveller", "family_borrower"]
@@ -126,15 +126,16 @@ def test_learn_many_moves_a_centre_as_river_s_learn_one_does() -> None:
 
 
 def test_a_customer_s_behaviour_is_smoothed_over_their_events_and_the_profile_is_the_latest() -> None:
-    login, deposit = np.zeros(len(STYLE_FEATURES)), np.zeros(len(STYLE_FEATURES))
-    login[STYLE_FEATURES.index("share_app_login")] = 1.0
-    deposit[STYLE_FEATURES.index("share_deposit")] = 1.0
-    deposit[STYLE_FEATURES.index("age")] = 31
-    state = None
+    login, deposit = np.zeros((1, len(STYLE_FEATURES))), np.zeros((1, len(STYLE_FEATURES)))
+    login[0, STYLE_FEATURES.index("share_app_login")] = 1.0
+    deposit[0, STYLE_FEATURES.index("share_deposit")] = 1.0
+    deposit[0, STYLE_FEATURES.index("age")] = 31
+    state = np.zeros((1, STATE_WIDTH))
     for _ in range(30):
         state = blend(state, login)
     state = blend(state, deposit)
-    vector = dict(zip(STYLE_FEATURES, state[1:].tolist()))
-    assert state[0] == 31 and vector["age"] == 31
+    vector = dict(zip(STYLE_FEATURES, state[0, 1:].tolist()))
+    assert state[0, 0] == 31 and vector["age"] == 31
     assert abs(vector["share_app_login"] - 0.9) < 1e-9 and abs(vector["share_deposit"] - 0.1) < 1e-9
-    assert blend(np.zeros(5), login)[0] == 1  # a state from another feature set starts again
+    two = blend(np.vstack([np.zeros(STATE_WIDTH), state[0]]), np.vstack([login, login]))  # row by row
+    assert two[0, 0] == 1 and two[1, 0] == 32 and two[0, 1 + STYLE_FEATURES.index("share_app_login")] == 1.0
