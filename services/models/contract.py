@@ -84,28 +84,31 @@ class Clusterer(Model, Protocol):
     def predict_many(self, X: np.ndarray) -> np.ndarray: ...
 
 
-def check_row(x: Any, feature_names: Sequence[str]) -> np.ndarray:
-    """One row as floats in `feature_names` order, or a ValidationError naming what is wrong."""
+def check_row(x: Any, feature_names: Sequence[str], *, missing: bool = False) -> np.ndarray:
+    """One row as floats in `feature_names` order, or a ValidationError naming what is wrong.
+    `missing`: the model handles missing values itself, so NaN is let through (never infinity)."""
     if not isinstance(x, Mapping):
         raise ValidationError(f"a row must map feature names to values, not {type(x).__name__}", reason=WRONG_FEATURES)
     if len(x) != len(feature_names) or any(name not in x for name in feature_names):
-        missing = [name for name in feature_names if name not in x]
+        absent = [name for name in feature_names if name not in x]
         unexpected = sorted(str(name) for name in set(x) - set(feature_names))
-        problems = ([f"missing {missing}"] if missing else []) + ([f"unexpected {unexpected}"] if unexpected else [])
+        problems = ([f"missing {absent}"] if absent else []) + ([f"unexpected {unexpected}"] if unexpected else [])
         raise ValidationError(f"row features do not match the model's: {', '.join(problems)}", reason=WRONG_FEATURES)
     values = []
     for name in feature_names:
         value = x[name]
         if isinstance(value, bool) or not isinstance(value, int | float | np.integer | np.floating) \
-                or not math.isfinite(value):
-            raise ValidationError(f"feature {name!r} is {value!r}: every value must be a finite number "
-                                  "(impute missing values before the model)", reason=NOT_A_NUMBER)
+                or not (math.isfinite(value) or (missing and math.isnan(value))):
+            raise ValidationError(f"feature {name!r} is {value!r}: every value must be a finite number"
+                                  + (" or NaN (missing)" if missing else " (impute missing values before the model)"),
+                                  reason=NOT_A_NUMBER)
         values.append(float(value))
     return np.array(values, dtype=np.float64)
 
 
-def check_matrix(X: Any, feature_names: Sequence[str]) -> np.ndarray:
-    """Rows x features as float64, columns in `feature_names` order, every value finite."""
+def check_matrix(X: Any, feature_names: Sequence[str], *, missing: bool = False) -> np.ndarray:
+    """Rows x features as float64, columns in `feature_names` order, every value finite (or NaN,
+    with `missing`)."""
     try:
         matrix = np.asarray(X, dtype=np.float64)
     except (TypeError, ValueError) as exc:
@@ -113,11 +116,13 @@ def check_matrix(X: Any, feature_names: Sequence[str]) -> np.ndarray:
     if matrix.ndim != 2 or matrix.shape[1] != len(feature_names):
         raise ValidationError(f"rows must be a (rows, {len(feature_names)}) matrix with columns "
                               f"{', '.join(feature_names)}; got shape {matrix.shape}", reason=WRONG_FEATURES)
-    finite = np.isfinite(matrix)
-    if not finite.all():
-        row, column = (int(index) for index in np.argwhere(~finite)[0])
+    accepted = np.isfinite(matrix) | np.isnan(matrix) if missing else np.isfinite(matrix)
+    if not accepted.all():
+        row, column = (int(index) for index in np.argwhere(~accepted)[0])
         raise ValidationError(f"row {row}, feature {feature_names[column]!r} is {matrix[row, column]}: every value "
-                              "must be a finite number (impute missing values before the model)", reason=NOT_A_NUMBER)
+                              "must be a finite number" + (" or NaN (missing)" if missing else
+                                                          " (impute missing values before the model)"),
+                              reason=NOT_A_NUMBER)
     return matrix
 
 

@@ -92,6 +92,7 @@ CLIP_SD = 5.0
 NAME_MIN_SD = 0.5
 NAME_WORDS = 3
 LLOYD_ITERATIONS = 10
+SEED_ATTEMPTS = 5
 
 _PROFILE_COLUMNS = [FEATURE_NAMES.index(name) for name in PROFILE_FEATURES]
 _AMOUNT_COLUMN = FEATURE_NAMES.index("log_event_amount")
@@ -465,13 +466,24 @@ class Segmenter:
         return picked
 
     def _seed(self) -> None:
-        """k-means++ on the sample, then Lloyd: the centres, and how many rows each has stood for."""
+        """k-means++ on the recent rows, then Lloyd, SEED_ATTEMPTS times; the tightest fit wins (one
+        k-means++ draw can leave two centres in one group and one across two)."""
         rows = self._scaled_sample()
-        centres = np.empty((0, rows.shape[1]))
-        for _ in range(self.n_types):
-            centres = np.vstack([centres, self._plus_plus_pick(rows, centres)])
-        self._centres = centres
-        self._lloyd(rows)
+        best: tuple[float, np.ndarray] | None = None
+        for _ in range(SEED_ATTEMPTS):
+            centres = np.empty((0, rows.shape[1]))
+            for _ in range(self.n_types):
+                centres = np.vstack([centres, self._plus_plus_pick(rows, centres)])
+            self._centres = centres
+            self._lloyd(rows)
+            inertia = float(((rows - self._centres[self._nearest(rows)]) ** 2).sum())
+            if best is None or inertia < best[0]:
+                best = (inertia, self._centres.copy())
+        assert best is not None
+        self._centres = best[1]
+        self._wins = np.bincount(self._nearest(rows), minlength=self.n_types).astype(np.float64)
+        for centre in range(self.n_types):
+            self._to_river(centre)
         self._recent_wins = np.zeros(self.n_types)
         self.ids = [UNASSIGNED] * self.n_types
 
