@@ -175,9 +175,8 @@ def _words(name: str) -> tuple[str, str | None]:
         "share_card_spend": ("card-active", None), "share_transfer_out": ("transfers out", None),
         "share_app_login": ("digital", "offline"), "log_event_amount": ("big-ticket", "small-ticket"),
     }
-    if name.startswith("affinity_"):
-        product = name.removeprefix("affinity_")
-        return f"{product.replace('_', '-')} prospect", f"unlikely {product.replace('_', ' ')}"
+    if name.startswith("affinity_"):  # a low propensity mostly says the customer holds the product: no word
+        return f"{name.removeprefix('affinity_').replace('_', '-')} prospect", None
     return words[name]
 
 
@@ -197,9 +196,9 @@ def _in_units(name: str, value: float) -> tuple[str, str]:
     if name == "products_held_count":
         return "products held", f"{value:.1f}"
     if name.startswith("holds_"):
-        return f"holding {name.removeprefix('holds_').replace('_', ' ')}", f"{value:.0%}"
+        return f"holding {name.removeprefix('holds_').replace('_', ' ')}", f"{min(max(value, 0.0), 1.0):.0%}"
     if name.startswith("share_"):
-        return f"{name.removeprefix('share_').replace('_', ' ')} share", f"{value:.0%}"
+        return f"{name.removeprefix('share_').replace('_', ' ')} share", f"{min(max(value, 0.0), 1.0):.0%}"
     return f"{name.removeprefix('affinity_').replace('_', ' ')} propensity", f"{_sigmoid(value):.1%}"
 
 

@@ -21,6 +21,7 @@ import operator
 import socket
 import time
 from dataclasses import dataclass, field
+from typing import Any
 
 import numpy as np
 
@@ -37,6 +38,13 @@ STYLE_KEY = "style"
 STYLE_TTL_S = 90 * 24 * 3600
 # One version every five minutes while the segmenter learns (~110 kB each): a day is ~30 MB.
 CHECKPOINT_EVERY_S = 300.0
+STORE_STATES_LUA = """
+local ttl = ARGV[1]
+for i = 1, #KEYS do
+  redis.call('SET', KEYS[i], ARGV[i + 1], 'EX', ttl)
+end
+return #KEYS
+"""
 
 
 @dataclass
@@ -51,6 +59,7 @@ class LiveStyles:
     learned_since_checkpoint: int = 0
     started_at: dt.datetime = field(default_factory=lambda: dt.datetime.now(dt.UTC))
     checkpointed_at: float = field(default_factory=time.monotonic)
+    _store_script: Any = None
 
     @classmethod
     def start(cls, registry: ModelRegistry, state: ScoringState, checkpoint_every_s: float = CHECKPOINT_EVERY_S,
@@ -100,10 +109,11 @@ class LiveStyles:
             vectors[now] = states[state_of[now], 1:]
         self.segmenter.learn_many(vectors)
         style_ids = self.segmenter.predict_many(vectors)
-        pipeline = self.state.redis.pipeline(transaction=False)
-        for customer, state in zip(distinct, states):
-            pipeline.set(self._key(customer), state.tobytes(), ex=STYLE_TTL_S)
-        await pipeline.execute()
+        if self._store_script is None:
+            self._store_script = self.state.redis.register_script(STORE_STATES_LUA)
+        # One command for the batch: a pipelined SET per customer cost more than the clustering.
+        await self._store_script(keys=[self._key(customer) for customer in distinct],
+                                 args=[STYLE_TTL_S, *(state.tobytes() for state in states)])
         self.fingerprint.update_bytes(vectors.tobytes(), max(one.received_at_ms for one in placed))
         self.learned_since_checkpoint += len(rows)
         styled = list(scores)

@@ -11,12 +11,15 @@ import random
 import fastavro
 import numpy as np
 import redis.asyncio as aioredis
+from typer.testing import CliRunner
 
 from demo.generator.history import profile_of
 from demo.generator.population import make_population
+from services.cli import app
 from services.core.avro import AvroCodec
 from services.core.config import REPO_ROOT, Settings
 from services.core.kafka import Inbound
+from services.core.supervisor import settings_env
 from services.models.registry import ModelRegistry
 from services.models.segmenter import STATE_WIDTH, STYLE_FEATURES, STYLE_MODEL_NAME, UNASSIGNED
 from services.protocol.stream_messages import TRIGGER_EVENT_TYPES, CustomerEvent, CustomerScores
@@ -141,3 +144,18 @@ def test_scores_written_before_style_types_read_as_unassigned(codec: AvroCodec) 
     assert (decoded.style_type_id, decoded.style_type_name) == (UNASSIGNED, "unassigned")
     assert decoded.customer_id == "C1"
 
+
+
+async def test_cipherstream_styles_list_shows_the_types_scoring_serves(settings: Settings) -> None:
+    runner = CliRunner()
+    env = settings_env(settings) | {"COLUMNS": "300"}
+    empty = runner.invoke(app, ["styles", "list"], env=env)
+    assert empty.exit_code == 0 and "no style types yet" in empty.output, empty.output
+    scorer, redis, _ = await _scorer(settings, style_checkpoint_every_s=0.0)
+    await scorer.store_profiles([_inbound(profile) for profile in PROFILES])
+    await _score(scorer, _events(400, seed=8, prefix="s"))
+    listed = runner.invoke(app, ["styles", "list"], env=env)
+    assert listed.exit_code == 0, listed.output
+    assert scorer.styles.version.service_number in listed.output
+    assert all(style.name in listed.output for style in scorer.styles.segmenter.types.values())
+    await redis.aclose()
