@@ -87,6 +87,9 @@ class Settings(BaseSettings):
     quiet_hours: bool = True
     # How often scoring looks for newly trained federated versions in the registry.
     model_refresh_s: float = Field(default=30.0, gt=0)
+    # Products scored by federated SecureBoost (registry `sbt.<product>`) instead of federated LR,
+    # comma separated; the others keep LR. CIPHERSTREAM_SECUREBOOST_PRODUCTS=travel_insurance,credit_card
+    secureboost_products: str = ""
     campaigns_file: Path = REPO_ROOT / "services" / "dispatch" / "campaigns.yaml"
     # How often dispatch looks for changed campaigns (the file, or the console's in SQL).
     campaign_refresh_s: float = Field(default=5.0, gt=0)

@@ -2,8 +2,8 @@
 
 Aligns the bank's customers with the partner's records by PSI over the exchange topics (on
 identity hashes from customer.identities, the only reader of that topic), asks the partner for
-partial scores of newly aligned customers and stores every partial score it receives for the
-scoring service, under the keys of services/protocol/bank_keys.py.
+partial scores of newly aligned customers and stores every partial score and SecureBoost split
+decision it receives for the scoring service, under the keys of services/protocol/bank_keys.py.
 """
 from __future__ import annotations
 
@@ -18,9 +18,9 @@ from services.core.kafka import HandlerResult, Inbound, Outbound, Stage, attach,
 from services.core.service import ServiceContext, bootstrap, main
 from services.crypto.psi.link import AlignmentLink
 from services.exchange.topics import CUSTOMER_IDENTITIES, EXCHANGE_TO_BANK
-from services.protocol.bank_keys import BankKeys, partial_score_value
+from services.protocol.bank_keys import BankKeys, partial_score_value, split_decisions_value
 from services.protocol.exchange import check_incoming, envelope, open_payload
-from services.protocol.exchange_messages import PartialScores, ScoreRequest
+from services.protocol.exchange_messages import PartialScores, SbtDecisions, ScoreRequest
 from services.protocol.identity import id_hash
 from services.protocol.stream_messages import CustomerIdentity, ExchangeMessage
 
@@ -74,7 +74,8 @@ class BankExchange:
         reversible and expire with the session."""
         join_ids = await self.redis.mget([self.keys.join(customer) for customer in customer_ids])
         keys = [self.keys.join(customer) for customer in customer_ids]
-        keys += [self.keys.partial(join_id.decode()) for join_id in join_ids if join_id]
+        keys += [key for join_id in join_ids if join_id
+                 for key in (self.keys.partial(join_id.decode()), self.keys.sbt(join_id.decode()))]
         await self.redis.delete(*keys)
 
     async def exchange(self, batch: list[Inbound[ExchangeMessage]]) -> list[HandlerResult]:
@@ -90,11 +91,15 @@ class BankExchange:
 
     async def _from_partner(self, message: ExchangeMessage) -> list[Outbound]:
         kind = check_incoming(message, "bank")
-        if kind.protocol == "fedlr":
+        if kind.protocol in ("fedlr", "sbt"):
             return []  # a training run's reply: read by the training job, not by this service
         if kind.message is PartialScores:
             self.link.check_session(message)
             await self._store_partial_scores(open_payload(self.codec, message, PartialScores))
+            return []
+        if kind.message is SbtDecisions:
+            self.link.check_session(message)
+            await self._store_split_decisions(open_payload(self.codec, message, SbtDecisions))
             return []
         started = time.perf_counter()
         replies, joined = await self.link.handle(message)
@@ -125,6 +130,17 @@ class BankExchange:
             if per_model:
                 pipeline.hset(self.keys.partial(join_id), mapping={
                     model: partial_score_value(versions[model], score) for model, score in per_model.items()})
+        await pipeline.execute()
+
+
+    async def _store_split_decisions(self, answer: SbtDecisions) -> None:
+        """Per person and SecureBoost model, the partner's bit per split, with the partner half's version."""
+        pipeline = self.redis.pipeline(transaction=False)
+        per_model = {model: answer.bitmaps(model) for model in answer.models}
+        for join_id in answer.join_ids:
+            pipeline.hset(self.keys.sbt(join_id), mapping={
+                model: split_decisions_value(version, per_model[model][join_id])
+                for model, version in zip(answer.models, answer.versions)})
         await pipeline.execute()
 
 

@@ -10,6 +10,7 @@
 - `datasets`: FATE's vertically split example data and a fixed stratified split.
 - `registry`: every model version with its lineage, in the SQL database.
 - `contract`: the one model contract (river's verbs) and the input checks every model shares.
-- `fedlr_model`: federated LR in the contract's verbs, both parties in one process.
+- `fedlr_model`, `secureboost_model`: federated LR and SecureBoost in the contract's verbs, both
+  parties in one process.
 - `segmenter`: customer style types, an online clustering with stable ids.
 """

@@ -10,11 +10,13 @@ Unlike river's, `predict_proba_many` returns P(True) per row as a numpy vector, 
 | --- | --- | --- |
 | bank-only LR, online, per product | `ProductModel` | services/scoring/model.py |
 | federated LR, both parties in one process | `FederatedLR` | services/models/fedlr_model.py |
+| federated SecureBoost, both parties in one process | `SecureBoostModel` | services/models/secureboost_model.py |
 | customer style types | `Segmenter` | services/models/segmenter.py |
 
 Every model also checkpoints itself (`to_bytes`, `from_bytes`) for the registry, and refuses
 malformed input with a `ValidationError` that names the problem: the wrong feature names, a value
-that is not a finite number, a label other than 0 or 1. The checks are the functions below, so
+that is not a finite number (NaN passes where the model takes missing values: SecureBoost), a
+label other than 0 or 1. The checks are the functions below, so
 every model refuses the same things the same way. tests/models/test_model_contract.py runs one
 set of checks on each model.
 
@@ -24,6 +26,8 @@ set of checks on each model.
 Traceback (most recent call last):
 ...
 services.core.errors.ValidationError: row features do not match the model's: missing ['income']
+>>> check_row({"age": float("nan"), "income": 2.5}, ("age", "income"), missing=True).tolist()
+[nan, 2.5]
 >>> check_label(2)
 Traceback (most recent call last):
 ...

@@ -60,7 +60,7 @@ import secrets
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
-from typing import Literal, TypeVar
+from typing import Literal
 
 import numpy as np
 from gmpy2 import mpz
@@ -75,13 +75,13 @@ from services.crypto.paillier import (
     signed_int,
 )
 from services.models.kernel import signed_weighted_products
+from services.models.wire import Transcript, Wire
 from services.models.workers import WorkerPool
 from services.protocol.exchange_messages import (
     BAD_FEDLR_MESSAGE,
     BatchPlan,
     BatchScores,
     EncryptedResiduals,
-    ExchangePayload,
     MaskedGradient,
     TrainingStart,
     UnmaskedGradient,
@@ -95,7 +95,6 @@ DEFAULT_FEATURE_BITS = 12
 # features stay below 2^66, far inside phe's signed range (n / 3).
 DEFAULT_RESIDUAL_EXPONENT = -8
 _BAD = BAD_FEDLR_MESSAGE
-M = TypeVar("M", bound=ExchangePayload)
 
 
 class BatchTooSmallError(CipherstreamError):
@@ -475,8 +474,6 @@ class TrainingReport:
         self.step_seconds[step] = self.step_seconds.get(step, 0.0) + time.perf_counter() - started
 
 
-Transcript = list[tuple[str, bytes]]
-
 
 def train_federated(bank: BankParty, partner: PartnerParty, mode: Mode, epochs: int, batch_size: int, *,
                     codec: AvroCodec, join_ids: Sequence[str] | None = None, transcript: Transcript | None = None,
@@ -494,17 +491,8 @@ def train_federated(bank: BankParty, partner: PartnerParty, mode: Mode, epochs: 
     step_size = len(rows) if mode == "batch" else batch_size
     report = TrainingReport(mode, epochs)
 
-    def crossing(direction: str) -> Callable[[M], M]:
-        """Each message as the topics carry it: encoded, counted, recorded, decoded on the other side."""
-        def cross(message: M) -> M:
-            payload = codec.encode(message)
-            setattr(report, f"bytes_{direction}", getattr(report, f"bytes_{direction}") + len(payload))
-            if transcript is not None:
-                transcript.append((direction, payload))
-            return codec.decode(payload, type(message))
-        return cross
-
-    to_partner, to_bank = crossing("to_partner"), crossing("to_bank")
+    wire = Wire(codec, transcript)
+    to_partner, to_bank = wire.to_partner, wire.to_bank
 
     partner.on_training_start(to_partner(bank.start()))
     for epoch in range(epochs):
@@ -530,6 +518,7 @@ def train_federated(bank: BankParty, partner: PartnerParty, mode: Mode, epochs: 
                 after_step(epoch, plan.batch_index)
         report.losses.append(bank.end_epoch())
         report.epoch_seconds.append(time.perf_counter() - started)
+    report.bytes_to_partner, report.bytes_to_bank = wire.bytes_to_partner, wire.bytes_to_bank
     return report
 
 

@@ -30,7 +30,7 @@ from services.core.config import REPO_ROOT
 from services.crypto.paillier import PaillierPrivateKey, generate_keypair
 from services.models.contract import Row, check_label, check_labels, check_matrix, check_row, proba
 from services.models.fedlr import DEFAULT_MIN_BATCH_SIZE, BankParty, PartnerParty, train_federated
-from services.protocol.exchange_messages import BatchScores
+from services.models.wire import Wire
 
 
 class FederatedLR:
@@ -128,8 +128,7 @@ class FederatedLR:
         bank = BankParty(join_ids, np.zeros(len(rows)), bank_rows, encrypted=False, min_batch_size=1, workers=1)
         partner = PartnerParty(join_ids, partner_rows, workers=1)
         bank.weights, bank.bias, partner.weights = self.bank_weights, self.bias, self.partner_weights
-        codec = self._the_codec()
-        partial_scores = codec.decode(codec.encode(partner.partial_scores(join_ids)), BatchScores)
+        partial_scores = Wire(self._the_codec()).to_bank(partner.partial_scores(join_ids))
         probabilities: np.ndarray = bank.predict_proba(join_ids, partial_scores)
         return probabilities
 

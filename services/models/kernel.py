@@ -70,7 +70,7 @@ def _window_digits(exponents: np.ndarray, shift: int, window_bits: int) -> np.nd
     return (exponents >> shift) & ((1 << window_bits) - 1)
 
 
-def _joint_index(digits: np.ndarray, window_bits: int) -> np.ndarray:
+def joint_index(digits: np.ndarray, window_bits: int) -> np.ndarray:
     """Row-wise joint bucket index of a (B, k) digit block: digit s sits at bits [s*w, (s+1)*w)."""
     index = np.zeros(digits.shape[0], dtype=np.int64)
     for position in range(digits.shape[1]):
@@ -83,7 +83,7 @@ def _slice_cost(exponents: np.ndarray, bits: int, slice_width: int, window_bits:
     cost = 0
     for shift in range(0, bits, window_bits):
         width = min(window_bits, bits - shift)
-        index = _joint_index(_window_digits(exponents, shift, width), width)
+        index = joint_index(_window_digits(exponents, shift, width), width)
         index = index[index != 0]
         occupied = np.unique(index).size
         # bucketing: rows - buckets; marginals: about one per bucket and feature (k=1: none);
@@ -132,6 +132,53 @@ def _running_sum(buckets: dict[int, mpz], nsquare: mpz) -> mpz:
     return total
 
 
+def joint_bucket_products(ciphertexts: Sequence[mpz], index: np.ndarray, nsquare: mpz) -> dict[int, mpz]:
+    """prod_{i: index_i = v} c_i for every nonzero joint index v (rows of index 0 cost nothing).
+
+    >>> nsquare = gmpy2.mpz(1_000_003) ** 2
+    >>> buckets = joint_bucket_products([mpz(2), mpz(3), mpz(5)], np.array([1, 0, 1]), nsquare)
+    >>> {v: int(c) for v, c in buckets.items()}
+    {1: 10}
+    """
+    nonzero_rows = np.flatnonzero(index)
+    joint: dict[int, mpz] = {}
+    if nonzero_rows.size == 0:
+        return joint
+    # Rows sorted by bucket: each bucket is one run of plain multiplications (no dict per row).
+    order = nonzero_rows[np.argsort(index[nonzero_rows], kind="stable")]
+    sorted_index = index[order]
+    run_starts = np.flatnonzero(np.diff(sorted_index, prepend=-1))
+    run_ends = np.append(run_starts[1:], order.size)
+    rows_in_order = order.tolist()
+    for bucket_index, start, end in zip(sorted_index[run_starts].tolist(), run_starts.tolist(), run_ends.tolist()):
+        bucket = ciphertexts[rows_in_order[start]]
+        for row in rows_in_order[start + 1:end]:
+            bucket = bucket * ciphertexts[row] % nsquare
+        joint[bucket_index] = bucket
+    return joint
+
+
+def marginal_products(joint: dict[int, mpz], slice_width: int, window_bits: int, nsquare: mpz) -> list[dict[int, mpz]]:
+    """Per feature of the slice, digit -> product of the joint buckets with that digit (digit 0 left out).
+
+    >>> nsquare = gmpy2.mpz(1_000_003) ** 2
+    >>> marginals = marginal_products({0b0101: mpz(7), 0b1001: mpz(11)}, slice_width=2, window_bits=2, nsquare=nsquare)
+    >>> [{d: int(c) for d, c in m.items()} for m in marginals]
+    [{1: 77}, {1: 7, 2: 11}]
+    """
+    mask = (1 << window_bits) - 1
+    marginals: list[dict[int, mpz]] = []
+    for position in range(slice_width):
+        marginal: dict[int, mpz] = {}
+        for bucket_index, bucket in joint.items():
+            digit = (bucket_index >> (position * window_bits)) & mask
+            if digit:
+                previous = marginal.get(digit)
+                marginal[digit] = bucket if previous is None else previous * bucket % nsquare
+        marginals.append(marginal)
+    return marginals
+
+
 def _slice_products(ciphertexts: Sequence[mpz], exponents: np.ndarray, nsquare: mpz, bits: int,
                     window_bits: int) -> list[mpz]:
     """prod_i c_i^(e_ij) for each column of one slice, joint buckets window by window."""
@@ -144,31 +191,10 @@ def _slice_products(ciphertexts: Sequence[mpz], exponents: np.ndarray, nsquare: 
         for position in range(slice_width):
             if results[position] is not ONE:
                 results[position] = gmpy2.powmod(results[position], 1 << width, nsquare)
-        digits = _window_digits(exponents, shift, width)
-        index = _joint_index(digits, width)
-        nonzero_rows = np.flatnonzero(index)
-        if nonzero_rows.size == 0:
+        joint = joint_bucket_products(ciphertexts, joint_index(_window_digits(exponents, shift, width), width), nsquare)
+        if not joint:
             continue
-        # Rows sorted by bucket: each bucket is one run of plain multiplications (no dict per row).
-        order = nonzero_rows[np.argsort(index[nonzero_rows], kind="stable")]
-        sorted_index = index[order]
-        run_starts = np.flatnonzero(np.diff(sorted_index, prepend=-1))
-        run_ends = np.append(run_starts[1:], order.size)
-        rows_in_order = order.tolist()
-        joint: dict[int, mpz] = {}
-        for bucket_index, start, end in zip(sorted_index[run_starts].tolist(), run_starts.tolist(), run_ends.tolist()):
-            bucket = ciphertexts[rows_in_order[start]]
-            for row in rows_in_order[start + 1:end]:
-                bucket = bucket * ciphertexts[row] % nsquare
-            joint[bucket_index] = bucket
-        mask = (1 << width) - 1
-        for position in range(slice_width):
-            marginal: dict[int, mpz] = {}
-            for bucket_index, bucket in joint.items():
-                digit = (bucket_index >> (position * width)) & mask
-                if digit:
-                    previous = marginal.get(digit)
-                    marginal[digit] = bucket if previous is None else previous * bucket % nsquare
+        for position, marginal in enumerate(marginal_products(joint, slice_width, width, nsquare)):
             if marginal:
                 window_product = _running_sum(marginal, nsquare)
                 results[position] = window_product if results[position] is ONE else (

@@ -16,8 +16,9 @@ from __future__ import annotations
 
 import math
 import multiprocessing
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from concurrent.futures import ProcessPoolExecutor
+from typing import Any, TypeVar
 
 import gmpy2
 import numpy as np
@@ -36,6 +37,7 @@ from services.models.kernel import (
 # One comb table per key and worker process: building it costs about 0.15 s at 2048 bits, so a
 # worker keeps it for the life of the pool (the pool is per party and per training run).
 _obfuscator_makers: dict[int, DjnObfuscators] = {}
+R = TypeVar("R")
 
 
 def _width(modulus: int) -> int:
@@ -125,6 +127,14 @@ class WorkerPool:
                                          ciphertexts_to_bytes([gmpy2.mpz(ciphertexts[i]) for i in chunk], width))
                    for chunk in _chunks(len(ciphertexts), self.workers)]
         return [int(m) for future in futures for m in ciphertexts_from_bytes(future.result(), _width(n))]
+
+    def map(self, function: Callable[..., R], tasks: Sequence[tuple[Any, ...]]) -> list[R]:
+        """function(*task) for every task, over the workers (in this process with one worker or one task).
+        `function` must be a module-level function: the tasks are pickled to the worker processes."""
+        if self._executor is None or len(tasks) < 2:
+            return [function(*task) for task in tasks]
+        futures = [self._executor.submit(function, *task) for task in tasks]
+        return [future.result() for future in futures]
 
     def close(self) -> None:
         if self._executor is not None:

@@ -30,6 +30,7 @@ from services.protocol.exchange_messages import (
     EncryptedResiduals,
     PartialScores,
     PsiSession,
+    SbtDecisions,
     ScoreRequest,
     TrainingFinish,
     TrainingRun,
@@ -112,6 +113,9 @@ class PartnerService:
             return await self.partial_score_messages(list(request.join_ids), message.message_id)
         if kind.protocol == "fedlr":
             return await self._training_step(message, kind)
+        if kind.protocol == "sbt":  # SecureBoost trains in one process (services/models/secureboost/training.py)
+            raise ValidationError(f"{message.kind} over the topics is not served: SecureBoost trains in process",
+                                  reason="unsupported_kind")
         started = time.perf_counter()
         replies, joined = await self.link.handle(message)
         metrics.PARTNER_EXCHANGE_SECONDS.labels(message.kind).observe(time.perf_counter() - started)
@@ -165,25 +169,33 @@ class PartnerService:
         return await self.link.blind(await self.store.all_identity_hashes())
 
     async def partial_score_messages(self, join_ids: list[str], correlation_id: str = "") -> list[Outbound]:
-        """w_p . x_p of every partner model for the aligned people among `join_ids`; one number per
-        model and person, never a feature. People we do not hold are left out of the answer."""
+        """w_p . x_p of every partner model, and the bit of every split of every SecureBoost model, for
+        the aligned people among `join_ids`; never a feature. People we do not hold are left out."""
         models = await self.store.models()
+        tables = await self.store.split_tables()
         features = await self.store.features_by_join_id(join_ids)
-        if not models or not features or self.link.party is None:
+        if not (models or tables) or not features or self.link.party is None:
             return []
         ids = list(features)
         matrix = np.vstack([features[join_id] for join_id in ids])
         per_model = {model.name: model.partial_scores(matrix) for model in models}
         versions = {model.name: model.version for model in models}
+        names = sorted(tables)
+        bitmaps = [np.packbits(tables[name][1].decisions(matrix), axis=1) for name in names]
         messages = []
         for start in range(0, len(ids), MAX_SCORES_PER_MESSAGE):
             chunk = ids[start:start + MAX_SCORES_PER_MESSAGE]
-            scores = {join_id: {name: float(values[start + row]) for name, values in per_model.items()}
-                      for row, join_id in enumerate(chunk)}
-            messages.append(envelope(self.codec, PartialScores.of(versions, scores), "partner", self.link.session_hex,
-                                     correlation_id))
+            if models:
+                scores = {join_id: {name: float(values[start + row]) for name, values in per_model.items()}
+                          for row, join_id in enumerate(chunk)}
+                messages.append(envelope(self.codec, PartialScores.of(versions, scores), "partner", self.link.session_hex,
+                                         correlation_id))
+            if names:
+                body = np.hstack([bits[start:start + len(chunk)] for bits in bitmaps]).tobytes()
+                decisions = SbtDecisions(tuple(names), tuple(tables[name][0] for name in names),
+                                         tuple(len(tables[name][1].rules) for name in names), tuple(chunk), body)
+                messages.append(envelope(self.codec, decisions, "partner", self.link.session_hex, correlation_id))
         return messages
-
 
 def build() -> ServiceContext:
     context = bootstrap(SERVICE, needs_redis=True, active_standby=True)

@@ -5,6 +5,7 @@
                    is also the id PSI aligns on: no raw national id is kept after ingest
 `pjoin:<join id>`  -> partner record id, after PSI; `prjoin:<record>` -> join id
 `pmodel:<model>`   the partner's half of a federated model: JSON {version, weights, mean, scale}
+`psbt:<model>`     the partner's half of a SecureBoost model: JSON {name, version, its split table}
 """
 from __future__ import annotations
 
@@ -14,6 +15,7 @@ from dataclasses import dataclass
 import numpy as np
 import redis.asyncio as aioredis
 
+from services.models.secureboost import SplitTable
 from services.partner.features import FEATURE_NAMES
 
 
@@ -109,6 +111,24 @@ class PartnerStore:
         keys = [key async for key in self.redis.scan_iter(match=self.key("pmodel", "*"))]
         values = await self.redis.mget(keys) if keys else []
         return [PartnerModel.from_json(value) for value in values if value is not None]
+
+    async def put_split_table(self, name: str, version: str, table: SplitTable) -> None:
+        """Keep a SecureBoost model's split table (columns in FEATURE_NAMES order, as trained)."""
+        if any(not 0 <= rule.column < len(FEATURE_NAMES) for rule in table.rules):
+            raise ValueError(f"a split table's columns are 0 to {len(FEATURE_NAMES) - 1}")
+        await self.redis.set(self.key("psbt", name), json.dumps({"name": name, "version": version,
+                                                                 "rules": table.to_bytes().decode()}))
+
+    async def split_tables(self) -> dict[str, tuple[str, SplitTable]]:
+        """model name -> (partner version, split table) of every SecureBoost model."""
+        keys = [key async for key in self.redis.scan_iter(match=self.key("psbt", "*"))]
+        values = await self.redis.mget(keys) if keys else []
+        tables = {}
+        for value in values:
+            if value is not None:
+                stored = json.loads(value)
+                tables[stored["name"]] = (stored["version"], SplitTable.from_bytes(stored["rules"].encode()))
+        return tables
 
     async def all_aligned_join_ids(self) -> list[str]:
         prefix = self.key("pjoin", "")

@@ -36,6 +36,7 @@ BAD_PSI_MESSAGE = "bad_psi_message"
 BAD_SCORE_REQUEST = "bad_score_request"
 BAD_PARTIAL_SCORES = "bad_partial_scores"
 BAD_FEDLR_MESSAGE = "bad_fedlr_message"
+BAD_SBT_MESSAGE = "bad_sbt_message"
 _JOIN_ID_HEX = 2 * JOIN_ID_BYTES
 
 
@@ -387,8 +388,263 @@ class TrainingFinish:
     MALFORMED: ClassVar[str] = BAD_FEDLR_MESSAGE
 
 
+# --- federated SecureBoost (services/models/secureboost) ---------------------------------------------------
+
+def _check_indices(reason: str, **values: int) -> None:
+    for name, value in values.items():
+        if value < 0:
+            raise ValidationError(f"{name} {value} must not be negative", reason=reason)
+
+
+def pack_row_positions(positions: Iterable[int]) -> bytes:
+    """Row positions (into the training rows of `SbtStart`) as 4-byte big-endian integers."""
+    return pack_ints(positions, 4, BAD_SBT_MESSAGE)
+
+
+@dataclass(frozen=True, slots=True)
+class SbtStart:
+    """The start of a SecureBoost training: the bank's public key, the number of bins each party cuts
+    its own columns into, and the training rows (join ids), whose positions later messages use."""
+
+    SCHEMA: ClassVar[str] = "cipherstream.exchange.SbtStart"
+    MALFORMED: ClassVar[str] = BAD_SBT_MESSAGE
+    model_name: str
+    version: str
+    public_key_n: bytes
+    encrypted: bool
+    bins: int
+    join_ids: tuple[str, ...]
+
+    def __post_init__(self) -> None:
+        if self.modulus < 3 or not 2 <= self.bins <= 254 or len(set(self.join_ids)) != len(self.join_ids):
+            raise ValidationError("bad SecureBoost start: n < 3, bins outside 2..254 or repeated join ids",
+                                  reason=BAD_SBT_MESSAGE)
+
+    @classmethod
+    def of(cls, model_name: str, version: str, public_key_n: int, encrypted: bool, bins: int,
+           join_ids: Sequence[str]) -> SbtStart:
+        return cls(model_name, version, public_key_n.to_bytes((public_key_n.bit_length() + 7) // 8, "big"), encrypted,
+                   bins, tuple(join_ids))
+
+    @property
+    def modulus(self) -> int:
+        return int.from_bytes(self.public_key_n, "big")
+
+
+@dataclass(frozen=True, slots=True)
+class SbtGradients:
+    """A tree's [[g_i + h_i 2^slot_bits]] per training row, in the order of `SbtStart`."""
+
+    SCHEMA: ClassVar[str] = "cipherstream.exchange.SbtGradients"
+    MALFORMED: ClassVar[str] = BAD_SBT_MESSAGE
+    tree: int
+    encrypted: bool
+    slot_bits: int
+    width: int
+    packed_values: bytes
+
+    def __post_init__(self) -> None:
+        _check_indices(BAD_SBT_MESSAGE, tree=self.tree)
+        if not 2 <= self.slot_bits <= 1024:
+            raise ValidationError(f"slot_bits {self.slot_bits} outside 2..1024", reason=BAD_SBT_MESSAGE)
+        _check_packed(self.packed_values, self.width, BAD_SBT_MESSAGE)
+
+    @classmethod
+    def of(cls, tree: int, encrypted: bool, slot_bits: int, width: int, values: Iterable[int]) -> SbtGradients:
+        return cls(tree, encrypted, slot_bits, width, pack_ints(values, width, BAD_SBT_MESSAGE))
+
+    @property
+    def values(self) -> tuple[int, ...]:
+        return unpack_ints(self.packed_values, self.width)
+
+
+@dataclass(frozen=True, slots=True)
+class SbtNodeRequest:
+    """The nodes of one tree level to send histograms for: `node_ids` summed from their rows
+    (`row_counts` positions each, ascending, in `packed_rows`), `derived_ids` as their parent's
+    histogram minus their sibling's (a node of `node_ids`)."""
+
+    SCHEMA: ClassVar[str] = "cipherstream.exchange.SbtNodeRequest"
+    MALFORMED: ClassVar[str] = BAD_SBT_MESSAGE
+    tree: int
+    depth: int
+    node_ids: tuple[int, ...]
+    row_counts: tuple[int, ...]
+    packed_rows: bytes
+    derived_ids: tuple[int, ...]
+    derived_parents: tuple[int, ...]
+    derived_siblings: tuple[int, ...]
+
+    def __post_init__(self) -> None:
+        _check_indices(BAD_SBT_MESSAGE, tree=self.tree, depth=self.depth)
+        if len(self.row_counts) != len(self.node_ids) or sum(self.row_counts) * 4 != len(self.packed_rows) \
+                or min(self.row_counts, default=1) < 1:
+            raise ValidationError(f"{len(self.node_ids)} nodes, {len(self.row_counts)} row counts and "
+                                  f"{len(self.packed_rows)} bytes of rows do not match", reason=BAD_SBT_MESSAGE)
+        if not len(self.derived_ids) == len(self.derived_parents) == len(self.derived_siblings) \
+                or not set(self.derived_siblings) <= set(self.node_ids):
+            raise ValidationError("each derived node needs a parent and a sibling among the summed nodes",
+                                  reason=BAD_SBT_MESSAGE)
+
+    @classmethod
+    def of(cls, tree: int, depth: int, node_rows: Mapping[int, Sequence[int]],
+           derived: Sequence[tuple[int, int, int]]) -> SbtNodeRequest:
+        """From node id -> its row positions, and (derived id, parent id, sibling id) triples."""
+        return cls(tree, depth, tuple(node_rows), tuple(len(rows) for rows in node_rows.values()),
+                   b"".join(pack_row_positions(rows) for rows in node_rows.values()),
+                   tuple(d for d, _, _ in derived), tuple(p for _, p, _ in derived), tuple(s for _, _, s in derived))
+
+    def rows_of(self) -> dict[int, tuple[int, ...]]:
+        positions = unpack_ints(self.packed_rows, 4)
+        out, start = {}, 0
+        for node_id, count in zip(self.node_ids, self.row_counts):
+            out[node_id] = positions[start:start + count]
+            start += count
+        return out
+
+
+@dataclass(frozen=True, slots=True)
+class SbtHistograms:
+    """Per requested node, its candidates' [[G_L + H_L 2^s]] sums in the partner's shuffled order,
+    `per_value` candidates packed in each value (2s bits apart)."""
+
+    SCHEMA: ClassVar[str] = "cipherstream.exchange.SbtHistograms"
+    MALFORMED: ClassVar[str] = BAD_SBT_MESSAGE
+    tree: int
+    depth: int
+    encrypted: bool
+    per_value: int
+    node_ids: tuple[int, ...]
+    candidate_counts: tuple[int, ...]
+    width: int
+    packed_values: bytes
+
+    def __post_init__(self) -> None:
+        _check_indices(BAD_SBT_MESSAGE, tree=self.tree, depth=self.depth)
+        _check_packed(self.packed_values, self.width, BAD_SBT_MESSAGE)
+        if self.per_value < 1 or len(self.candidate_counts) != len(self.node_ids) or min(self.candidate_counts, default=0) < 0:
+            raise ValidationError("histograms: per_value < 1, or node ids and candidate counts differ",
+                                  reason=BAD_SBT_MESSAGE)
+        expected = sum(-(-count // self.per_value) for count in self.candidate_counts)
+        if expected * self.width != len(self.packed_values):
+            raise ValidationError(f"histograms hold {len(self.packed_values) // self.width} values, "
+                                  f"their candidate counts need {expected}", reason=BAD_SBT_MESSAGE)
+
+    @classmethod
+    def of(cls, tree: int, depth: int, encrypted: bool, per_value: int, node_values: Mapping[int, tuple[int, Sequence[int]]],
+           width: int) -> SbtHistograms:
+        """From node id -> (candidate count, its packed values)."""
+        return cls(tree, depth, encrypted, per_value, tuple(node_values),
+                   tuple(count for count, _ in node_values.values()), width,
+                   b"".join(pack_ints(values, width, BAD_SBT_MESSAGE) for _, values in node_values.values()))
+
+    def values_of(self) -> dict[int, tuple[int, tuple[int, ...]]]:
+        """node id -> (candidate count, its packed values)."""
+        values = unpack_ints(self.packed_values, self.width)
+        out, start = {}, 0
+        for node_id, count in zip(self.node_ids, self.candidate_counts):
+            used = -(-count // self.per_value)
+            out[node_id] = (count, values[start:start + used])
+            start += used
+        return out
+
+
+@dataclass(frozen=True, slots=True)
+class SbtSplits:
+    """The nodes of a level whose best split is one of the partner's candidates, and which one."""
+
+    SCHEMA: ClassVar[str] = "cipherstream.exchange.SbtSplits"
+    MALFORMED: ClassVar[str] = BAD_SBT_MESSAGE
+    tree: int
+    depth: int
+    node_ids: tuple[int, ...]
+    candidates: tuple[int, ...]
+
+    def __post_init__(self) -> None:
+        _check_indices(BAD_SBT_MESSAGE, tree=self.tree, depth=self.depth)
+        if len(self.node_ids) != len(self.candidates) or min(self.candidates, default=0) < 0:
+            raise ValidationError("splits: one candidate (>= 0) per node", reason=BAD_SBT_MESSAGE)
+
+
+@dataclass(frozen=True, slots=True)
+class SbtSplitRows:
+    """Per node of `SbtSplits`: the partner's split id for it, and which of the node's rows go left,
+    a bitmap over the node's rows in ascending position (most significant bit first)."""
+
+    SCHEMA: ClassVar[str] = "cipherstream.exchange.SbtSplitRows"
+    MALFORMED: ClassVar[str] = BAD_SBT_MESSAGE
+    tree: int
+    depth: int
+    node_ids: tuple[int, ...]
+    split_ids: tuple[int, ...]
+    row_counts: tuple[int, ...]
+    packed_left: bytes
+
+    def __post_init__(self) -> None:
+        _check_indices(BAD_SBT_MESSAGE, tree=self.tree, depth=self.depth)
+        if not len(self.node_ids) == len(self.split_ids) == len(self.row_counts) \
+                or sum(-(-count // 8) for count in self.row_counts) != len(self.packed_left):
+            raise ValidationError("split rows: node ids, split ids, row counts and bitmaps do not match",
+                                  reason=BAD_SBT_MESSAGE)
+
+    def left_of(self) -> dict[int, tuple[int, bytes]]:
+        """node id -> (split id, its bitmap)."""
+        out, start = {}, 0
+        for node_id, split_id, count in zip(self.node_ids, self.split_ids, self.row_counts):
+            size = -(-count // 8)
+            out[node_id] = (split_id, self.packed_left[start:start + size])
+            start += size
+        return out
+
+
+@dataclass(frozen=True, slots=True)
+class SbtFinish:
+    """The end of a SecureBoost training: the partner keeps its split table as the version's partner half."""
+
+    SCHEMA: ClassVar[str] = "cipherstream.exchange.SbtFinish"
+    MALFORMED: ClassVar[str] = BAD_SBT_MESSAGE
+    model_name: str
+    version: str
+    trees: int
+
+
+@dataclass(frozen=True, slots=True)
+class SbtDecisions:
+    """Per join id and SecureBoost model, the partner's answer to each of its splits (bit j of the
+    model's bitmap, most significant first, is 1 when split j sends the person left).
+    `packed_bits` is row-major: per join id, per model in order, ceil(split count / 8) bytes."""
+
+    SCHEMA: ClassVar[str] = "cipherstream.exchange.SbtDecisions"
+    MALFORMED: ClassVar[str] = BAD_SBT_MESSAGE
+    models: tuple[str, ...]
+    versions: tuple[str, ...]
+    split_counts: tuple[int, ...]
+    join_ids: tuple[str, ...]
+    packed_bits: bytes
+
+    def __post_init__(self) -> None:
+        if not len(self.models) == len(self.versions) == len(self.split_counts) or min(self.split_counts, default=0) < 0:
+            raise ValidationError("decisions: one version and split count per model", reason=BAD_SBT_MESSAGE)
+        if self.row_bytes * len(self.join_ids) != len(self.packed_bits):
+            raise ValidationError(f"decisions for {len(self.join_ids)} join ids need {self.row_bytes} bytes each, "
+                                  f"body holds {len(self.packed_bits)}", reason=BAD_SBT_MESSAGE)
+
+    @property
+    def row_bytes(self) -> int:
+        return sum(-(-count // 8) for count in self.split_counts)
+
+    def bitmaps(self, model: str) -> dict[str, bytes]:
+        """join id -> the model's bitmap."""
+        at = self.models.index(model)
+        start = sum(-(-count // 8) for count in self.split_counts[:at])
+        size, row = -(-self.split_counts[at] // 8), self.row_bytes
+        return {join_id: self.packed_bits[index * row + start:index * row + start + size]
+                for index, join_id in enumerate(self.join_ids)}
+
+
 ExchangePayload = (
     PsiSession | PsiBlindedIds | PsiDoublyBlindedIds | ScoreRequest | PartialScores | TrainingStart | TrainingRun
     | BatchPlan | BatchScores | EncryptedResiduals | MaskedGradient | UnmaskedGradient | TrainingFinish
+    | SbtStart | SbtGradients | SbtNodeRequest | SbtHistograms | SbtSplits | SbtSplitRows | SbtFinish | SbtDecisions
 )
 EXCHANGE_MESSAGE_TYPES: tuple[type[ExchangePayload], ...] = typing.get_args(ExchangePayload)

@@ -7,7 +7,7 @@ side, the services dispatch on `Kind.protocol`, and the protocol tables in READM
 from it (`render_table`; tests/protocol/test_kinds.py fails while a committed table differs).
 What the tables cannot say (what each side learns locally, the leaks beyond the messages, how
 they are bounded) is in the protocol modules: services/crypto/psi/protocol.py and
-services/models/fedlr.py.
+services/models/fedlr.py and services/models/secureboost/__init__.py.
 
 >>> kind_named("psi_blinded").message.__name__, kind_named("fedlr_masked").sender
 ('PsiBlindedIds', 'partner')
@@ -34,13 +34,21 @@ from services.protocol.exchange_messages import (
     PsiBlindedIds,
     PsiDoublyBlindedIds,
     PsiSession,
+    SbtDecisions,
+    SbtFinish,
+    SbtGradients,
+    SbtHistograms,
+    SbtNodeRequest,
+    SbtSplitRows,
+    SbtSplits,
+    SbtStart,
     ScoreRequest,
     TrainingFinish,
     TrainingRun,
     UnmaskedGradient,
 )
 
-Protocol = Literal["psi", "scoring", "fedlr"]
+Protocol = Literal["psi", "scoring", "fedlr", "sbt"]
 PROTOCOLS: tuple[Protocol, ...] = typing.get_args(Protocol)
 Side = Literal["bank", "partner", "either"]
 
@@ -92,6 +100,9 @@ KINDS: tuple[Kind, ...] = (
          "per join id and federated model: w_p . x_p, the partner's share of the log-odds, and the model version",
          "one number per person and model, never a feature; the bank shows it as one reason code, "
          "`partner_features`"),
+    Kind("sbt_decisions", "scoring", "partner", SbtDecisions,
+         "per join id and SecureBoost model: one bit per partner split of the model (left or right), and the version",
+         "which way each partner split sends the person, never the feature or the threshold behind it"),
     Kind("fedlr_start", "fedlr", "bank", TrainingRun,
          "public key n, learning rate, l2 (`TrainingStart`); model name and version label; the training rows' "
          "join ids",
@@ -114,6 +125,29 @@ KINDS: tuple[Kind, ...] = (
     Kind("fedlr_finish", "fedlr", "bank", TrainingFinish,
          "end of the run",
          "that w_p is now the partner half of the run's version label"),
+    Kind("sbt_start", "sbt", "bank", SbtStart,
+         "public key n, bins per column, model name and version label, the training rows' join ids",
+         "which shared people have a label for this product (not the labels); nothing else private"),
+    Kind("sbt_gradients", "sbt", "bank", SbtGradients,
+         "per tree and training row [[g_i + h_i 2^s]] under the bank's key, and the slot width s",
+         "nothing (Paillier is IND-CPA): not the gradients, hence not the labels; s tells the row count"),
+    Kind("sbt_nodes", "sbt", "bank", SbtNodeRequest,
+         "per tree level, the row positions of the nodes to sum (the smaller sibling) and which to derive",
+         "the instance space of every node, as in FATE: which training rows fall together, so also how each "
+         "bank split partitions them (not the bank feature or threshold behind it)"),
+    Kind("sbt_histograms", "sbt", "partner", SbtHistograms,
+         "per node, [[(G_L, H_L)]] of every partner candidate split, shuffled, several to a ciphertext",
+         "after decryption, the gradient sums left of each candidate: aggregates over a node's rows, in an order "
+         "that names neither the partner column nor the threshold"),
+    Kind("sbt_splits", "sbt", "bank", SbtSplits,
+         "per node whose best split is the partner's, the winning candidate's index",
+         "that its candidate won at that node: its own column and threshold; nothing of the gains"),
+    Kind("sbt_split_rows", "sbt", "partner", SbtSplitRows,
+         "per such node, the partner's split id and a bitmap of the node's rows that go left",
+         "how a partner split partitions the node's rows; never the column, threshold or any value"),
+    Kind("sbt_finish", "sbt", "bank", SbtFinish,
+         "end of the training, the number of trees",
+         "that its split table is now the partner half of the version label"),
 )
 _BY_NAME: Mapping[str, Kind] = {kind.name: kind for kind in KINDS}
 _BY_MESSAGE: Mapping[type[ExchangePayload], Kind] = {kind.message: kind for kind in KINDS}

@@ -17,7 +17,8 @@ def build() -> ServiceContext:
     assert context.redis is not None
     registry = ModelRegistry(context.settings.database_url.get_secret_value())
     scorer = Scorer.start(context.redis, context.settings.redis_key_prefix, registry,
-                          model_refresh_s=context.settings.model_refresh_s)
+                          model_refresh_s=context.settings.model_refresh_s,
+                          secureboost_products=tuple(p for p in context.settings.secureboost_products.split(",") if p))
     for topic, decoder, handler in (
         (CUSTOMER_PROFILES, tombstone_decoder(context.codec, CustomerProfile), scorer.store_profiles),
         (CUSTOMER_EVENTS, avro_decoder(context.codec, CustomerEvent), scorer.score),

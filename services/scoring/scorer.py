@@ -6,7 +6,8 @@ The work is split three ways: the Redis state (`state.py`), the models being ser
 from __future__ import annotations
 
 import logging
-from dataclasses import dataclass
+import time
+from dataclasses import dataclass, field
 
 import redis.asyncio as aioredis
 
@@ -14,9 +15,11 @@ from services.core.kafka import HandlerResult, Inbound, Outbound, now_ms
 from services.core.logs import facts
 from services.models.bank_features import PRODUCTS
 from services.models.registry import ModelRegistry
+from services.models.secureboost.serving import LiveSecureBoost, load_secureboost
 from services.protocol.stream_messages import CustomerEvent, CustomerProfile, OfferResponse
 from services.scoring.batch_scoring import score_batch
 from services.scoring.live_models import FEDERATED_REFRESH_S, LiveModels
+from services.scoring.secureboost_scoring import apply_secureboost
 from services.scoring.state import PartialScoresOf, ScoringState
 from services.scoring.styles import CHECKPOINT_EVERY_S, LiveStyles
 from services.scoring.topics import SCORES
@@ -37,16 +40,30 @@ class Scorer:
     state: ScoringState
     models: LiveModels
     styles: LiveStyles
+    registry: ModelRegistry | None = None
+    secureboost_products: tuple[str, ...] = ()
+    secureboost: dict[str, LiveSecureBoost] = field(default_factory=dict)
+    secureboost_loaded_at: float = -1e18
 
     @classmethod
     def start(cls, redis: aioredis.Redis, key_prefix: str, registry: ModelRegistry, products: tuple[str, ...] = PRODUCTS,
               checkpoint_every_rows: int = 200, model_refresh_s: float = FEDERATED_REFRESH_S,
-              style_checkpoint_every_s: float = CHECKPOINT_EVERY_S) -> Scorer:
+              style_checkpoint_every_s: float = CHECKPOINT_EVERY_S, secureboost_products: tuple[str, ...] = ()) -> Scorer:
         state = ScoringState(redis, key_prefix)
         return cls(state,
                    LiveModels.start(registry, products, checkpoint_every_rows=checkpoint_every_rows,
                                     model_refresh_s=model_refresh_s),
-                   LiveStyles.start(registry, state, checkpoint_every_s=style_checkpoint_every_s))
+                   LiveStyles.start(registry, state, checkpoint_every_s=style_checkpoint_every_s), registry,
+                   secureboost_products)
+
+    def refresh_secureboost(self) -> None:
+        """The latest SecureBoost half of each product configured for it, every model_refresh_s."""
+        if self.registry is None or not self.secureboost_products:
+            return
+        now = time.monotonic()
+        if now - self.secureboost_loaded_at >= self.models.model_refresh_s:
+            self.secureboost = load_secureboost(self.registry, self.secureboost_products)
+            self.secureboost_loaded_at = now
 
     async def store_profiles(self, batch: list[Inbound[CustomerProfile | None]]) -> list[HandlerResult]:
         """Keep the latest profile per customer; a tombstone erases the customer's scoring state."""
@@ -65,7 +82,12 @@ class Scorer:
         partials: list[PartialScoresOf] = [{} for _ in events]
         if self.models.federated:
             partials = await self.state.partial_scores(join_ids)
-        scores, features = score_batch(events, profiles, partials, self.models.live, self.models.federated, now_ms())
+        federated = {product: model for product, model in self.models.federated.items()
+                     if product not in self.secureboost_products}
+        scores, features = score_batch(events, profiles, partials, self.models.live, federated, now_ms())
+        self.refresh_secureboost()
+        if self.secureboost:
+            scores = apply_secureboost(scores, features, await self.state.split_decisions(join_ids), self.secureboost)
         await self.state.store_features([(event.customer_id, event.event_id, features[row])
                                          for row, (event, profile) in enumerate(zip(events, profiles))
                                          if profile.segment != UNKNOWN_SEGMENT])

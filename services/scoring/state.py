@@ -9,8 +9,8 @@ erased customer is removed from one place.
 `style:<customer>`    the customer's style vector, [events seen, *STYLE_FEATURES] as float64
                       bytes (services/scoring/styles.py); expires after STYLE_TTL_S
 
-It also reads the exchange's keys (services/protocol/bank_keys.py): a customer's join id and
-the partner's partial scores for it.
+It also reads the exchange's keys (services/protocol/bank_keys.py): a customer's join id, the
+partner's partial scores and its SecureBoost split decisions for it.
 """
 from __future__ import annotations
 
@@ -76,6 +76,18 @@ class ScoringState:
             pipeline = self.redis.pipeline(transaction=False)
             for index in aligned:
                 pipeline.hgetall(self.bank_keys.partial(join_ids[index].decode()))  # type: ignore[union-attr]
+            for index, stored in zip(aligned, await pipeline.execute()):
+                found[index] = {model.decode(): value.decode() for model, value in stored.items()}
+        return found
+
+    async def split_decisions(self, join_ids: list[bytes | None]) -> list[dict[str, str]]:
+        """The partner's SecureBoost split decisions of each aligned customer, {} for the others."""
+        aligned = [index for index, join_id in enumerate(join_ids) if join_id]
+        found: list[dict[str, str]] = [{} for _ in join_ids]
+        if aligned:
+            pipeline = self.redis.pipeline(transaction=False)
+            for index in aligned:
+                pipeline.hgetall(self.bank_keys.sbt(join_ids[index].decode()))  # type: ignore[union-attr]
             for index, stored in zip(aligned, await pipeline.execute()):
                 found[index] = {model.decode(): value.decode() for model, value in stored.items()}
         return found

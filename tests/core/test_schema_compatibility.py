@@ -96,3 +96,12 @@ def test_generated_records_of_each_schema_are_valid() -> None:
         parsed = fastavro.parse_schema(schema, _force=True)
         for record in generate_many(schema, 5):
             assert fastavro.validate(record, parsed)
+
+
+def test_every_released_version_has_its_own_schema_id() -> None:
+    """Messages name their schema by id: two versions under one id would decode as each other
+    (two branches that each release a schema take the same next id; re-release one after merging)."""
+    released = [(version["id"], name) for name, entry in load_manifest(SCHEMA_DIR)["schemas"].items()
+                for version in entry["versions"]]
+    ids = [schema_id for schema_id, _ in released]
+    assert sorted(set(ids)) == sorted(ids), sorted(entry for entry in released if ids.count(entry[0]) > 1)

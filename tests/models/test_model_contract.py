@@ -1,10 +1,12 @@
 """One contract, one set of checks, every model: bank-only LR (ProductModel), federated LR (both
-parties in one process through the codec), SecureBoost (likewise) and the style segmenter.
+parties in one process through the codec; plaintext and Paillier), SecureBoost (likewise, on the
+plaintext protocol path, which grows the very trees real Paillier grows:
+tests/federation/test_secureboost_protocol.py) and the style segmenter.
 
 Each check runs on every model (river's `check_learn_one` idea): it learns from a labelled stream
 and beats chance on held-out rows; the same seed gives the same model; the checkpoint bytes give
 back a model that predicts, and goes on learning, exactly the same; malformed input (wrong feature
-names, a value that is not a finite number, a label other than 0 or 1) is refused with an error
+names, a value that is not a number, NaN where the model takes no missing values, a label other than 0 or 1) is refused with an error
 that names it, and leaves the model as it was; `learn_one` leaves its input unchanged; the one and
 the many verbs agree."""
 from __future__ import annotations
@@ -21,6 +23,8 @@ from services.core.errors import ValidationError
 from services.models.bank_features import FEATURE_NAMES
 from services.models.contract import BAD_LABEL, NOT_A_NUMBER, WRONG_FEATURES, Classifier, Clusterer
 from services.models.fedlr_model import FederatedLR
+from services.models.secureboost import BoostingParameters
+from services.models.secureboost_model import SecureBoostModel
 from services.models.segmenter import Segmenter
 from services.scoring.model import ProductModel
 from tests.models.style_data import mixed_stream
@@ -43,6 +47,7 @@ class Case:
     make: Callable[[int], Classifier | Clusterer]  # seed -> a new model
     stream: Callable[[int, int], tuple[np.ndarray, np.ndarray]]  # (rows, seed) -> rows, labels (clusterers: kinds)
     clusterer: bool = False
+    missing: bool = False  # the model takes NaN as a missing value (others refuse it)
 
     def trained(self, seed: int = 0, rows: int = 1200) -> tuple[Classifier | Clusterer, np.ndarray, np.ndarray]:
         """A model that learned `rows` rows one by one, and held-out rows with their labels."""
@@ -87,6 +92,9 @@ CASES = [
     Case("federated_lr_paillier", lambda seed: FederatedLR(BANK_COLUMNS, PARTNER_COLUMNS, epochs=1, batch_size=200,
                                                            window=400, encrypted=True, seed=seed),
          lambda rows, seed: labelled(BANK_COLUMNS + PARTNER_COLUMNS, rows, seed)),
+    Case("secureboost", lambda seed: SecureBoostModel(BANK_COLUMNS, PARTNER_COLUMNS, BoostingParameters(trees=10, depth=3),
+                                                      window=400, seed=seed),
+         lambda rows, seed: labelled(BANK_COLUMNS + PARTNER_COLUMNS, rows, seed), missing=True),
     Case("style_segmenter", lambda seed: Segmenter(n_types=4, seed=seed),
          lambda rows, seed: mixed_stream(["young_digital", "affluent_saver", "traveller", "family_borrower"], rows, seed),
          clusterer=True),
@@ -164,17 +172,23 @@ def test_values_that_are_not_finite_numbers_are_refused_naming_the_feature(case:
     model, X, y = case.trained(rows=600)
     before = predict_many(model, X)
     name = model.feature_names[1]
-    for bad in (float("nan"), float("inf"), "12", None):
+    for bad in (float("inf"), "12", None, *(() if case.missing else (float("nan"),))):
         row = {**_row(model, X[0]), name: bad}
         with pytest.raises(ValidationError, match=repr(name)) as refused:
             _learn_row(model, row, False)
         assert refused.value.reason == NOT_A_NUMBER
     broken = X.copy()
-    broken[5, 1] = np.nan
-    with pytest.raises(ValidationError, match=f"row 5, feature {name!r} is nan") as refused:
+    broken[5, 1] = np.inf if case.missing else np.nan
+    with pytest.raises(ValidationError, match=f"row 5, feature {name!r} is (nan|inf)") as refused:
         learn_many(model, broken, y)
     assert refused.value.reason == NOT_A_NUMBER
     assert np.array_equal(predict_many(model, X), before)  # row 5 spoilt the batch: rows 0 to 4 were not learned either
+    if case.missing:  # NaN is a missing value: scored, and learned from
+        gaps = X.copy()
+        gaps[::3, 1] = np.nan
+        assert np.isfinite(predict_many(model, gaps)).all()
+        learn_many(model, gaps, y)
+        assert np.isfinite(predict_many(model, gaps)).all()
 
 
 @classifiers

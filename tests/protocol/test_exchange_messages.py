@@ -27,6 +27,14 @@ from services.protocol.exchange_messages import (
     PsiBlindedIds,
     PsiDoublyBlindedIds,
     PsiSession,
+    SbtDecisions,
+    SbtFinish,
+    SbtGradients,
+    SbtHistograms,
+    SbtNodeRequest,
+    SbtSplitRows,
+    SbtSplits,
+    SbtStart,
     ScoreRequest,
     TrainingFinish,
     TrainingRun,
@@ -46,6 +54,53 @@ finite = st.floats(allow_nan=False, allow_infinity=False)
 
 def training_starts() -> st.SearchStrategy[TrainingStart]:
     return st.builds(TrainingStart.of, st.integers(3, 2**2048), st.floats(0, 10), st.floats(0, 1), st.booleans())
+
+
+small = st.integers(0, 2**31 - 1)
+node_ids = st.lists(small, max_size=6, unique=True).map(tuple)
+
+
+@st.composite
+def sbt_messages(draw: st.DrawFn, kind: type[ExchangePayload]) -> ExchangePayload | None:
+    tree, depth = draw(small), draw(small)
+    if kind is SbtStart:
+        return SbtStart.of(draw(st.text(max_size=20)), draw(st.text(max_size=20)), draw(st.integers(3, 2**2048)),
+                           draw(st.booleans()), draw(st.integers(2, 254)), draw(join_ids.map(lambda ids: tuple(set(ids)))))
+    if kind is SbtGradients:
+        width = draw(widths)
+        values = draw(st.lists(st.integers(0, 2 ** (8 * width) - 1), max_size=8))
+        return SbtGradients.of(tree, draw(st.booleans()), draw(st.integers(2, 1024)), width, values)
+    if kind is SbtNodeRequest:
+        summed = draw(node_ids)
+        rows = {node: draw(st.lists(st.integers(0, 2**32 - 1), min_size=1, max_size=5)) for node in summed}
+        derived = [(draw(small), draw(small), draw(st.sampled_from(summed))) for _ in range(draw(st.integers(0, 3)))] \
+            if summed else []
+        return SbtNodeRequest.of(tree, depth, rows, derived)
+    if kind is SbtHistograms:
+        width, per_value = draw(widths), draw(st.integers(1, 30))
+        values = {node: (count := draw(st.integers(0, 50)),
+                         draw(st.lists(st.integers(0, 2 ** (8 * width) - 1), min_size=-(-count // per_value),
+                                       max_size=-(-count // per_value))))
+                  for node in draw(node_ids)}
+        return SbtHistograms.of(tree, depth, draw(st.booleans()), per_value, values, width)
+    if kind is SbtSplits:
+        nodes = draw(node_ids)
+        return SbtSplits(tree, depth, nodes, tuple(draw(small) for _ in nodes))
+    if kind is SbtSplitRows:
+        nodes = draw(node_ids)
+        counts = tuple(draw(st.integers(0, 40)) for _ in nodes)
+        bitmaps = b"".join(draw(st.binary(min_size=-(-c // 8), max_size=-(-c // 8))) for c in counts)
+        return SbtSplitRows(tree, depth, nodes, tuple(draw(small) for _ in nodes), counts, bitmaps)
+    if kind is SbtFinish:
+        return SbtFinish(draw(st.text(max_size=20)), draw(st.text(max_size=20)), draw(small))
+    if kind is SbtDecisions:
+        models = tuple(draw(st.lists(st.text(min_size=1, max_size=8), max_size=3, unique=True)))
+        counts = tuple(draw(st.integers(0, 20)) for _ in models)
+        ids = draw(join_ids)
+        row = sum(-(-c // 8) for c in counts)
+        return SbtDecisions(models, tuple(draw(st.text(max_size=5)) for _ in models), counts, ids,
+                            draw(st.binary(min_size=row * len(ids), max_size=row * len(ids))))
+    return None
 
 
 @st.composite
@@ -79,6 +134,9 @@ def messages(draw: st.DrawFn) -> ExchangePayload:
         return BatchScores(epoch, batch, ids, tuple(draw(st.lists(finite, min_size=len(ids), max_size=len(ids)))))
     if kind is TrainingFinish:
         return TrainingFinish()
+    sbt = draw(sbt_messages(kind))
+    if sbt is not None:
+        return sbt
     width = draw(widths)
     values = draw(st.lists(st.integers(0, 2 ** (8 * width) - 1), max_size=12))
     if kind is EncryptedResiduals:
@@ -170,6 +228,15 @@ def test_points_and_ciphertexts_travel_packed_in_one_bytes_field(codec: AvroCode
     (lambda: BatchPlan(-1, 0, ()), "bad_fedlr_message"),
     (lambda: TrainingStart.of(2, 0.1, 0.0, True), "bad_fedlr_message"),
     (lambda: TrainingStart.of(35, float("inf"), 0.0, True), "bad_fedlr_message"),
+    (lambda: SbtStart.of("m", "v1", 35, True, 300, ("a",)), "bad_sbt_message"),
+    (lambda: SbtStart.of("m", "v1", 35, True, 32, ("a", "a")), "bad_sbt_message"),
+    (lambda: SbtGradients(0, True, 40, 512, bytes(511)), "bad_sbt_message"),
+    (lambda: SbtNodeRequest(0, 0, (1,), (2,), bytes(4), (), (), ()), "bad_sbt_message"),
+    (lambda: SbtNodeRequest(0, 0, (1,), (1,), bytes(4), (2,), (0,), (5,)), "bad_sbt_message"),
+    (lambda: SbtHistograms(0, 0, True, 4, (1,), (9,), 512, bytes(512 * 2)), "bad_sbt_message"),
+    (lambda: SbtSplits(0, 0, (1, 2), (0,)), "bad_sbt_message"),
+    (lambda: SbtSplitRows(0, 0, (1,), (0,), (9,), bytes(1)), "bad_sbt_message"),
+    (lambda: SbtDecisions(("m",), ("v",), (9,), ("a",), bytes(1)), "bad_sbt_message"),
 ])
 def test_a_message_of_the_wrong_shape_is_a_validation_error_with_its_reason(build: Any, reason: str) -> None:
     with pytest.raises(ValidationError) as raised:

@@ -19,14 +19,14 @@ def test_every_message_class_is_carried_by_exactly_one_kind() -> None:
 def test_every_kind_says_who_sends_it_and_what_its_receiver_learns() -> None:
     assert len({kind.name for kind in KINDS}) == len(KINDS)
     for kind in KINDS:
-        assert kind.protocol in PROTOCOLS and kind.name.startswith(("psi_", "score_", "partial_", "fedlr_"))
+        assert kind.protocol in PROTOCOLS and kind.name.startswith(("psi_", "score_", "partial_", "fedlr_", "sbt_"))
         assert (kind.sender in ("bank", "partner", "either") and kind.receiver != kind.sender) or kind.sender == "either"
         assert kind.carries and kind.receiver_learns
         assert kind.malformed_reason in ("bad_psi_message", "bad_score_request", "bad_partial_scores",
-                                         "bad_fedlr_message")
-    # The partner never sends a fedlr step the bank drives, and only the bank opens a PSI session.
-    assert {kind.name for kind in KINDS if kind.sender == "partner"} == {"partial_scores", "fedlr_scores",
-                                                                          "fedlr_masked"}
+                                         "bad_fedlr_message", "bad_sbt_message")
+    # The partner never sends a training step the bank drives, and only the bank opens a PSI session.
+    assert {kind.name for kind in KINDS if kind.sender == "partner"} == {
+        "partial_scores", "fedlr_scores", "fedlr_masked", "sbt_decisions", "sbt_histograms", "sbt_split_rows"}
     assert kind_named("psi_session").may_send("bank") and not kind_named("psi_session").may_send("partner")
 
 
