@@ -256,6 +256,7 @@ class Segmenter:
         # The centres and ids of the last refresh, in raw units: what a refit maps its ids from.
         self._anchors: np.ndarray = np.zeros((self.n_types, dimension))
         self._anchor_ids: list[int] = []
+        self._river_behind = False  # the matrix moved since river's centres were last written
 
     # --- the contract ------------------------------------------------------------------------------------
     @property
@@ -272,10 +273,11 @@ class Segmenter:
         if self._observe(row):
             return
         scaled = dict(zip(STYLE_FEATURES, self._scale(row)[0].tolist()))
-        closest = self.kmeans.predict_one(scaled)
-        self.kmeans.halflife = self._steps(closest, 1)[0]
-        self.kmeans.learn_one(scaled)
-        self._centres[closest] = [self.kmeans.centers[closest][name] for name in STYLE_FEATURES]
+        kmeans = self._river()
+        closest = kmeans.predict_one(scaled)
+        kmeans.halflife = self._steps(closest, 1)[0]
+        kmeans.learn_one(scaled)
+        self._centres[closest] = [kmeans.centers[closest][name] for name in STYLE_FEATURES]
         self._wins[closest] += 1
         self._recent_wins[closest] += 1
 
@@ -307,15 +309,14 @@ class Segmenter:
         self._centres = self._centres * np.exp(total_log_keep)[:, None] + pulled @ scaled[order]
         self._wins += won
         self._recent_wins += won
-        for centre in np.flatnonzero(won).tolist():
-            self._to_river(centre)
+        self._river_behind = True
 
     def predict_one(self, x: Row) -> int:
         """The customer's style type id (UNASSIGNED before the warm-up), by river's KMeans."""
         row = check_row(x, STYLE_FEATURES)[None, :]
         if not self.seeded:
             return UNASSIGNED
-        closest: int = self.kmeans.predict_one(dict(zip(STYLE_FEATURES, self._scale(row)[0].tolist())))
+        closest: int = self._river().predict_one(dict(zip(STYLE_FEATURES, self._scale(row)[0].tolist())))
         return self.ids[closest]
 
     def predict_many(self, X: np.ndarray) -> np.ndarray:
@@ -368,8 +369,7 @@ class Segmenter:
                 alive.append(centre)
             self._lloyd(recent)
             self._take_ids_of(self._scaled_exactly(self._anchors), self._anchor_ids)
-        for centre in range(self.n_types):
-            self._to_river(centre)
+        self._river_behind = True
         self._recent_wins[:] = 0
         self._publish()
 
@@ -481,8 +481,7 @@ class Segmenter:
         assert best is not None
         self._centres = best[1]
         self._wins = np.bincount(self._nearest(rows), minlength=self.n_types).astype(np.float64)
-        for centre in range(self.n_types):
-            self._to_river(centre)
+        self._river_behind = True
         self._recent_wins = np.zeros(self.n_types)
         self.ids = [UNASSIGNED] * self.n_types
 
@@ -495,12 +494,16 @@ class Segmenter:
                     self._centres[centre] = rows[nearest == centre].mean(axis=0)
         held = np.bincount(self._nearest(rows), minlength=self.n_types).astype(np.float64)
         self._wins = np.maximum(self._wins, held)
-        for centre in range(self.n_types):
-            self._to_river(centre)
+        self._river_behind = True
 
-    def _to_river(self, centre: int) -> None:
-        """River's centres and the matrix hold the same values: the one verbs use river's, the many verbs the matrix."""
-        self.kmeans.centers[centre].update(zip(STYLE_FEATURES, self._centres[centre].tolist()))
+    def _river(self) -> Any:
+        """River's KMeans holding the matrix's centres: the many verbs move the matrix, and river's
+        copy is brought up to date when a one verb needs it (a dict per centre per batch cost 1 us a row)."""
+        if self._river_behind:
+            for centre in range(self.n_types):
+                self.kmeans.centers[centre].update(zip(STYLE_FEATURES, self._centres[centre].tolist()))
+            self._river_behind = False
+        return self.kmeans
 
     def _publish(self) -> None:
         """Name each type from its centroid against the population, its share from the recent rows;

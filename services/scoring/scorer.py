@@ -91,7 +91,7 @@ class Scorer:
         await self.state.store_features([(event.customer_id, event.event_id, features[row])
                                          for row, (event, profile) in enumerate(zip(events, profiles))
                                          if profile.segment != UNKNOWN_SEGMENT])
-        scores = await self.styles.assign(scores, features, [profile.segment != UNKNOWN_SEGMENT for profile in profiles])
+        await self.styles.assign(scores, features, [profile.segment != UNKNOWN_SEGMENT for profile in profiles])
         await self.styles.checkpoint_due()
         return [[Outbound(SCORES, event.customer_id, message)] for event, message in zip(events, scores)]
 
