@@ -9,6 +9,7 @@ work and prints what came back:
     federated.py  federated evaluate             models/evaluation.py, models/datasets.py
     campaigns.py  uplift, campaigns check|list   dispatch/admin.py, dispatch/campaigns.py
     suppress.py   suppress add|remove|list       dispatch/admin.py
+    styles.py     styles list                    scoring/admin.py
     schemas.py    schemas release                core/schema_release.py
 
 Heavy modules are imported inside the commands, so that `cipherstream --help` starts quickly.
@@ -17,7 +18,7 @@ from __future__ import annotations
 
 import typer
 
-from services.cli import campaigns, data, federated, schemas, stack, suppress, training
+from services.cli import campaigns, data, federated, schemas, stack, styles, suppress, training
 
 app = typer.Typer(help="Cipherstream: privacy-preserving real-time marketing on Kafka.", no_args_is_help=True)
 # In the order `cipherstream --help` lists them.
@@ -35,3 +36,4 @@ app.add_typer(schemas.app, name="schemas")
 app.add_typer(suppress.app, name="suppress")
 app.add_typer(campaigns.app, name="campaigns")
 app.add_typer(federated.app, name="federated")
+app.add_typer(styles.app, name="styles")

@@ -42,9 +42,10 @@ class RankTable:
 
     Built once per campaign set and weights (a reload builds a new one). Per batch: one row per
     event, one column per campaign (in campaign id order, so ties go to the smaller id): the
-    eligibility mask (active on the customer's day, fired by this trigger, age, segment, product
-    not already held, minimum propensity) and the weighted rank score, then a stable sort per row.
-    Per-value rows (segment, day, products held, channel) are cached: a batch mostly repeats them.
+    eligibility mask (active on the customer's day, fired by this trigger, age, segment and style
+    type, product not already held, minimum propensity) and the weighted rank score, then a stable
+    sort per row. Per-value rows (segment and style type, day, products held, channel) are cached:
+    a batch mostly repeats them.
     """
 
     def __init__(self, campaigns: tuple[Campaign, ...], weights: ArbitrationWeights) -> None:
@@ -59,7 +60,7 @@ class RankTable:
         self._min_propensity = np.array([c.eligibility.min_propensity for c in columns], dtype=np.float64)
         self._value_term = np.array([c.value for c in columns], dtype=np.float64) ** weights.value
         self._by_trigger: dict[str, np.ndarray] = {}
-        self._by_segment: dict[str, tuple[np.ndarray, np.ndarray]] = {}
+        self._by_customer_kind: dict[tuple[str, int], tuple[np.ndarray, np.ndarray]] = {}
         self._by_day: dict[dt.date, np.ndarray] = {}
         self._by_held: dict[tuple[str, ...], np.ndarray] = {}
         self._by_channel: dict[str, tuple[np.ndarray, tuple[ChannelTemplate | None, ...]]] = {}
@@ -70,14 +71,16 @@ class RankTable:
             row = self._by_trigger[trigger] = np.array([trigger in c.triggers for c in self.campaigns], dtype=bool)
         return row
 
-    def _segment_rows(self, segment: str) -> tuple[np.ndarray, np.ndarray]:
-        """Whether each campaign admits the segment, and its priority term for the segment."""
-        rows = self._by_segment.get(segment)
+    def _customer_kind_rows(self, segment: str, style_type_id: int) -> tuple[np.ndarray, np.ndarray]:
+        """Whether each campaign admits the segment and style type, and its priority term for them."""
+        key = (segment, style_type_id)
+        rows = self._by_customer_kind.get(key)
         if rows is None:
-            admitted = np.array([c.eligibility.segments is None or segment in c.eligibility.segments
-                                 for c in self.campaigns], dtype=bool)
-            priority = np.array([c.priority * c.segment_priority.get(segment, 1.0) for c in self.campaigns])
-            rows = self._by_segment[segment] = (admitted, priority ** self.weights.priority)
+            admitted = np.array([(c.eligibility.segments is None or segment in c.eligibility.segments)
+                                 and c.eligibility.admits_style(style_type_id) for c in self.campaigns], dtype=bool)
+            priority = np.array([c.priority * c.segment_priority.get(segment, 1.0) * c.style_priority.get(style_type_id, 1.0)
+                                 for c in self.campaigns])
+            rows = self._by_customer_kind[key] = (admitted, priority ** self.weights.priority)
         return rows
 
     def _day_row(self, day: dt.date) -> np.ndarray:
@@ -119,18 +122,18 @@ class RankTable:
                 if column is not None:
                     propensities[row, column] = score.propensity
         per_campaign = propensities[:, self._product_of]  # events x campaigns; NaN: no score
-        segments = [self._segment_rows(scores.segment) for scores in batch]
+        kinds = [self._customer_kind_rows(scores.segment, scores.style_type_id) for scores in batch]
         channels = [self._channel_rows(scores.preferred_channel) for scores in batch]
         ages = np.array([scores.age for scores in batch], dtype=np.float64)[:, None]
         with np.errstate(invalid="ignore"):
             mask = (np.stack([self._trigger_row(scores.event_type) for scores in batch])
                     & np.stack([self._day_row(day) for day in days])
-                    & np.stack([admitted for admitted, _ in segments])
+                    & np.stack([admitted for admitted, _ in kinds])
                     & ~np.stack([self._held_row(tuple(scores.products_held)) for scores in batch])
                     & (ages >= self._min_age) & (ages <= self._max_age)
                     & (per_campaign >= self._min_propensity))
             rank_scores = (np.power(per_campaign, self.weights.propensity) * self._value_term
-                           * np.stack([priority for _, priority in segments])
+                           * np.stack([priority for _, priority in kinds])
                            * np.stack([boost for boost, _ in channels]))
         ordered = np.argsort(np.where(mask, -rank_scores, np.inf), axis=1, kind="stable")
         eligible_counts = mask.sum(axis=1).tolist()
@@ -149,6 +152,6 @@ class RankTable:
 def rank(scores: CustomerScores, campaigns: tuple[Campaign, ...], day: dt.date,
          weights: ArbitrationWeights = ArbitrationWeights()) -> list[Candidate]:
     """Eligible campaigns, best first by the weighted propensity x value x priority (the priority
-    differentiated by the customer's segment), each on the customer's preferred channel when the
+    differentiated by the customer's segment and style type), each on the customer's preferred channel when the
     campaign has it (optionally boosted), else the campaign's first channel. Ties: campaign id."""
     return list(RankTable(campaigns, weights).rank_batch([scores], [day])[0])

@@ -15,6 +15,8 @@ from services.protocol.catalog import CHANNELS
 from services.protocol.stream_messages import TRIGGER_EVENT_TYPES
 
 Identifier = Annotated[str, StringConstraints(pattern=r"^[a-z0-9_]{1,64}$")]
+# A customer style type as scoring publishes it (`style_type_id`): ids are stable, names are not.
+StyleTypeId = Annotated[int, Field(ge=0)]
 
 
 class _Strict(BaseModel):
@@ -36,8 +38,32 @@ class Eligibility(_Strict):
     min_age: int = Field(default=18, ge=0, le=120)
     max_age: int = Field(default=120, ge=0, le=120)
     segments: tuple[Identifier, ...] | None = None
+    # Only these style types (an unassigned customer is in none of them), or any but the excluded.
+    style_types: tuple[StyleTypeId, ...] | None = None
+    exclude_style_types: tuple[StyleTypeId, ...] = ()
     exclude_holders: bool = True
     min_propensity: float = Field(default=0.0, ge=0.0, le=1.0)
+
+    @model_validator(mode="after")
+    def _style_types_apart(self) -> Eligibility:
+        if self.style_types == ():
+            raise ValueError("style_types is empty, so no customer could be eligible; leave it out to admit every style type")
+        both = sorted(set(self.style_types or ()) & set(self.exclude_style_types))
+        if both:
+            raise ValueError(f"style types {both} are both in style_types and in exclude_style_types")
+        return self
+
+    def admits_style(self, style_type_id: int) -> bool:
+        """Whether a customer of this style type (-1: unassigned) may be offered the campaign.
+
+        >>> Eligibility(style_types=(2, 5)).admits_style(5), Eligibility(exclude_style_types=(5,)).admits_style(5)
+        (True, False)
+        >>> Eligibility(style_types=(2,)).admits_style(-1), Eligibility(exclude_style_types=(2,)).admits_style(-1)
+        (False, True)
+        """
+        if self.style_types is not None and style_type_id not in self.style_types:
+            return False
+        return style_type_id not in self.exclude_style_types
 
 
 class Campaign(_Strict):
@@ -45,8 +71,9 @@ class Campaign(_Strict):
     product: Identifier
     value: float = Field(gt=0, description="expected value of one conversion, in major currency units")
     priority: float = Field(default=1.0, gt=0)
-    # Per-segment multipliers on the priority (a segment not named keeps 1.0).
+    # Per-segment and per-style-type multipliers on the priority (one not named keeps 1.0).
     segment_priority: dict[Identifier, Annotated[float, Field(gt=0)]] = Field(default_factory=dict)
+    style_priority: dict[StyleTypeId, Annotated[float, Field(gt=0)]] = Field(default_factory=dict)
     triggers: tuple[str, ...] = Field(min_length=1)
     channels: tuple[ChannelTemplate, ...] = Field(min_length=1)
     eligibility: Eligibility = Eligibility()
@@ -109,7 +136,7 @@ class ContactRules(_Strict):
 
 
 class ArbitrationWeights(_Strict):
-    """rank = propensity^propensity x value^value x (priority x segment priority)^priority, times
+    """rank = propensity^propensity x value^value x (priority x segment priority x style priority)^priority, times
     preferred_channel_boost when the campaign can reach the customer on the channel they prefer.
 
     >>> ArbitrationWeights().rank(0.2, 100, 1.5, preferred_channel=False)
@@ -143,7 +170,8 @@ class CampaignFile(_Strict):
 
 
 def load_campaign_file(path: Path) -> CampaignFile:
-    """Read and validate a campaigns file; any problem is a ConfigError naming the file and field."""
+    """Read and validate a campaigns file; any problem is a ConfigError naming the file, the
+    campaign and the field."""
     try:
         document = yaml.safe_load(path.read_text())
     except (OSError, yaml.YAMLError) as exc:
@@ -151,9 +179,29 @@ def load_campaign_file(path: Path) -> CampaignFile:
     try:
         return CampaignFile.model_validate(document)
     except pydantic.ValidationError as exc:
-        raise ConfigError(f"invalid campaigns file {path}: {validation_problems(exc)}") from exc
+        raise ConfigError(f"invalid campaigns file {path}: {validation_problems(exc, document)}") from exc
 
 
-def validation_problems(error: pydantic.ValidationError) -> str:
-    """One line naming each bad field: `channels.0.channel: unknown channel 'fax'; ...`."""
-    return "; ".join(f"{'.'.join(map(str, problem['loc']))}: {problem['msg']}" for problem in error.errors())
+def validation_problems(error: pydantic.ValidationError, document: object = None) -> str:
+    """One line naming each bad field, and the campaign by its id where the document has one:
+    `campaigns.1.eligibility.style_types.0 (campaign 'travel'): Input should be ...; ...`.
+
+    >>> campaign = {"product": "p", "value": 1, "triggers": ["app_login"], "channels": [{"channel": "sms", "template": "t"}]}
+    >>> document = {"campaigns": [{**campaign, "campaign_id": "cards"},
+    ...                           {**campaign, "campaign_id": "travel", "eligibility": {"style_types": [-1]}}]}
+    >>> try:
+    ...     CampaignFile.model_validate(document)
+    ... except pydantic.ValidationError as error:
+    ...     print(validation_problems(error, document))
+    campaigns.1.eligibility.style_types.0 (campaign 'travel'): Input should be greater than or equal to 0
+    """
+    campaigns = document.get("campaigns") if isinstance(document, dict) else None
+    lines = []
+    for problem in error.errors():
+        location, where = problem["loc"], ""
+        if len(location) > 1 and location[0] == "campaigns" and isinstance(location[1], int) \
+                and isinstance(campaigns, list) and location[1] < len(campaigns) and isinstance(campaigns[location[1]], dict) \
+                and "campaign_id" in campaigns[location[1]]:
+            where = f" (campaign {campaigns[location[1]]['campaign_id']!r})"
+        lines.append(f"{'.'.join(map(str, location))}{where}: {problem['msg']}")
+    return "; ".join(lines)

@@ -9,4 +9,8 @@
 - `federated`: the bank's half of a deployed federated model, as scoring applies it.
 - `datasets`: FATE's vertically split example data and a fixed stratified split.
 - `registry`: every model version with its lineage, in the SQL database.
+- `contract`: the one model contract (river's verbs) and the input checks every model shares.
+- `fedlr_model`, `secureboost_model`: federated LR and SecureBoost in the contract's verbs, both
+  parties in one process.
+- `segmenter`: customer style types, an online clustering with stable ids.
 """

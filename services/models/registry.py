@@ -133,6 +133,15 @@ class DataFingerprint:
 
     def update(self, features: list[float], label: bool, at_ms: int | None = None) -> None:
         self._hash.update(json.dumps([features, label]).encode())
+        self._widen(at_ms)
+
+    def update_bytes(self, rows: bytes, at_ms: int | None = None) -> None:
+        """A batch of rows at once, as bytes (a float64 matrix): for models that learn from every
+        event, where one JSON document per row would cost more than the learning."""
+        self._hash.update(rows)
+        self._widen(at_ms)
+
+    def _widen(self, at_ms: int | None) -> None:
         if at_ms is not None:
             self.window_start_ms = at_ms if self.window_start_ms is None else min(self.window_start_ms, at_ms)
             self.window_end_ms = at_ms if self.window_end_ms is None else max(self.window_end_ms, at_ms)

@@ -17,6 +17,9 @@ EventType = Literal[
 TRIGGER_EVENT_TYPES: tuple[str, ...] = typing.get_args(EventType)
 Outcome = Literal["delivered", "opened", "clicked", "converted", "opted_out", "ignored"]
 OUTCOMES: tuple[str, ...] = typing.get_args(Outcome)
+# A customer the style segmenter has not placed yet (before its warm-up, or without a profile).
+UNASSIGNED_STYLE_TYPE = -1
+UNASSIGNED_STYLE_NAME = "unassigned"
 
 
 @dataclasses.dataclass(frozen=True, slots=True)
@@ -110,6 +113,9 @@ class CustomerScores:
     products_held: tuple[str, ...]
     consent_marketing: bool
     scores: tuple[ProductScore, ...]
+    # The customer's style type (services/models/segmenter.py): the id is what campaigns name.
+    style_type_id: int = UNASSIGNED_STYLE_TYPE
+    style_type_name: str = UNASSIGNED_STYLE_NAME
 
 
 @dataclasses.dataclass(frozen=True, slots=True)

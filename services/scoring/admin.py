@@ -1,4 +1,5 @@
-"""What the CLI, the demo and the tests ask of scoring: whether its learner has learned every response."""
+"""What the CLI, the demo and the tests ask of scoring: whether its learner has learned every
+response, and the customer style types it serves now."""
 from __future__ import annotations
 
 from aiokafka import AIOKafkaConsumer, TopicPartition
@@ -6,7 +7,8 @@ from aiokafka import AIOKafkaConsumer, TopicPartition
 from services.core.clients import idempotence_available, partitions_of
 from services.core.config import Settings
 from services.core.waiting import records_ends, wait_until
-from services.models.registry import LearnerPosition, ModelRegistry
+from services.models.registry import LearnerPosition, ModelRegistry, ModelVersion
+from services.models.segmenter import STYLE_MODEL_NAME, StyleType
 from services.scoring.learner import learner_id
 from services.scoring.topics import RESPONSES
 
@@ -35,3 +37,17 @@ async def wait_learned_to_end(settings: Settings, timeout_s: float = 60.0) -> Le
     finally:
         await reader.stop()
         registry.close()
+
+
+
+def style_types(settings: Settings) -> tuple[ModelVersion | None, list[StyleType]]:
+    """The latest `style_types` version in the registry and the types it records (none before the
+    segmenter's first checkpoint)."""
+    registry = ModelRegistry(settings.database_url.get_secret_value())
+    try:
+        latest = registry.latest(STYLE_MODEL_NAME)
+    finally:
+        registry.close()
+    if latest is None:
+        return None, []
+    return latest[0], [StyleType(**recorded) for recorded in latest[0].parameters.get("style_types", [])]

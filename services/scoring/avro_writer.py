@@ -87,11 +87,11 @@ def write_customer_scores(message: CustomerScores) -> bytes:
                 for reason in score.reasons:
                     parts += (_repeated_string(reason.feature), _DOUBLE(reason.contribution))
             parts.append(_END)
-    parts.append(_END)
+    parts += (_END, long_bytes(message.style_type_id, _INT_MIN, _INT_MAX), _repeated_string(message.style_type_name))
     return b"".join(parts)
 
 
 # message class -> (fingerprint of the schema the writer follows, writer); scoring hands it to its codec
 FAST_WRITERS: FastWriters = {
-    CustomerScores: ("8531d341c816c446c97ed856a8c94bf2f5174a292231b1892b8fb482159efb4b", write_customer_scores),
+    CustomerScores: ("6d26592afcc81014c2604785e57aa6e63e32e14cf787e354183776da3c744f90", write_customer_scores),
 }

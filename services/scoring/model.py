@@ -4,6 +4,9 @@ numpy snapshot of its weights scores whole batches at once with reason codes.
 River's pipeline (StandardScaler -> LogisticRegression) is the source of truth; scoring
 reads its means, variances and weights into arrays after each learning step, so a batch of
 events costs one matrix product instead of a Python call per event and product.
+
+`ProductModel` is a `Classifier` of the model contract (services/models/contract.py): river's
+verbs, plus `learn` and `predict_batch`, the array forms scoring calls.
 """
 from __future__ import annotations
 
@@ -16,6 +19,7 @@ import numpy as np
 from river import compose, drift, linear_model, metrics, optim, preprocessing
 
 from services.models.bank_features import FEATURE_NAMES
+from services.models.contract import Row, check_label, check_labels, check_matrix, check_row, proba
 from services.protocol.stream_messages import ReasonCode
 
 REASONS_PER_SCORE = 3
@@ -104,9 +108,31 @@ class ProductModel:
             log_odds = log_odds + partner_partial_scores
         return 1.0 / (1.0 + np.exp(-log_odds)), contributions
 
+    @property
+    def feature_names(self) -> tuple[str, ...]:
+        return FEATURE_NAMES
+
+    def predict_proba_one(self, x: Row) -> dict[bool, float]:
+        return proba(float(self.predict_batch(check_row(x, FEATURE_NAMES)[None, :])[0][0]))
+
+    def predict_proba_many(self, X: np.ndarray) -> np.ndarray:
+        propensities: np.ndarray = self.predict_batch(check_matrix(X, FEATURE_NAMES))[0]
+        return propensities
+
+    def learn_many(self, X: np.ndarray, y: np.ndarray) -> None:
+        """Row by row, as the stream would bring them (the model is online)."""
+        rows = check_matrix(X, FEATURE_NAMES)
+        for row, label in zip(rows, check_labels(y, len(rows)).tolist()):
+            self.learn(row, label)
+
     def learn(self, features: np.ndarray, converted: bool) -> None:
+        """`learn_one` for a vector in FEATURE_NAMES order."""
+        self.learn_one(dict(zip(FEATURE_NAMES, features.tolist(), strict=True)), converted)
+
+    def learn_one(self, x: Row, y: bool) -> None:
         """Learn one labelled example; keep prequential AUC (predict first) and watch for drift."""
-        row = dict(zip(FEATURE_NAMES, features.tolist(), strict=True))
+        row = dict(zip(FEATURE_NAMES, check_row(x, FEATURE_NAMES).tolist()))
+        converted = check_label(y)
         probability = self.pipeline.predict_proba_one(row).get(True, 0.0)
         self.auc.update(converted, probability)
         self.recent.append((probability, converted))
@@ -154,12 +180,12 @@ class ProductModel:
     def to_bytes(self) -> bytes:
         return pickle.dumps(self)
 
-    @staticmethod
-    def from_bytes(checkpoint: bytes) -> ProductModel:
+    @classmethod
+    def from_bytes(cls, checkpoint: bytes) -> ProductModel:
         # Only checkpoints from our own registry are ever loaded (pickle trusts its input).
         model = pickle.loads(checkpoint)
-        if not isinstance(model, ProductModel):
-            raise TypeError(f"checkpoint holds {type(model).__name__}, not a ProductModel")
+        if not isinstance(model, cls):
+            raise TypeError(f"checkpoint holds {type(model).__name__}, not a {cls.__name__}")
         return model
 
 

@@ -20,6 +20,7 @@ from services.scoring.batch_scoring import score_batch
 from services.scoring.live_models import FEDERATED_REFRESH_S, LiveModels
 from services.scoring.secureboost_scoring import apply_secureboost
 from services.scoring.state import PartialScoresOf, ScoringState
+from services.scoring.styles import CHECKPOINT_EVERY_S, LiveStyles
 from services.scoring.topics import SCORES
 
 UNKNOWN_SEGMENT = "unknown"
@@ -34,6 +35,7 @@ def unknown_profile(customer_id: str) -> CustomerProfile:
 class Scorer:
     state: ScoringState
     models: LiveModels
+    styles: LiveStyles
     registry: ModelRegistry | None = None
     secureboost_products: tuple[str, ...] = ()
     secureboost: dict[str, LiveSecureBoost] = field(default_factory=dict)
@@ -41,9 +43,12 @@ class Scorer:
 
     @classmethod
     def start(cls, redis: aioredis.Redis, key_prefix: str, registry: ModelRegistry, products: tuple[str, ...] = PRODUCTS,
-              model_refresh_s: float = FEDERATED_REFRESH_S, secureboost_products: tuple[str, ...] = ()) -> Scorer:
-        return cls(ScoringState(redis, key_prefix), LiveModels.start(registry, products, model_refresh_s=model_refresh_s),
-                   registry, secureboost_products)
+              model_refresh_s: float = FEDERATED_REFRESH_S, style_checkpoint_every_s: float = CHECKPOINT_EVERY_S,
+              secureboost_products: tuple[str, ...] = ()) -> Scorer:
+        state = ScoringState(redis, key_prefix)
+        return cls(state, LiveModels.start(registry, products, model_refresh_s=model_refresh_s),
+                   LiveStyles.start(registry, state, checkpoint_every_s=style_checkpoint_every_s), registry,
+                   secureboost_products)
 
     def refresh_secureboost(self) -> None:
         """The latest SecureBoost half of each product configured for it, every model_refresh_s."""
@@ -61,7 +66,8 @@ class Scorer:
         return [[] for _ in batch]
 
     async def score(self, batch: list[Inbound[CustomerEvent]]) -> list[HandlerResult]:
-        """One CustomerScores per event: a propensity and reason codes for every product."""
+        """One CustomerScores per event: a propensity and reason codes for every product, and the
+        customer's style type."""
         await self.models.refresh()
         events = [inbound.message for inbound in batch]
         customer_ids = [event.customer_id for event in events]
@@ -79,4 +85,6 @@ class Scorer:
         await self.state.store_features([(event.customer_id, event.event_id, features[row])
                                          for row, (event, profile) in enumerate(zip(events, profiles))
                                          if profile.segment != UNKNOWN_SEGMENT])
+        await self.styles.assign(scores, features, [profile.segment != UNKNOWN_SEGMENT for profile in profiles])
+        await self.styles.checkpoint_due()
         return [[Outbound(SCORES, event.customer_id, message)] for event, message in zip(events, scores)]

@@ -11,6 +11,8 @@ erased customer is removed from one place.
                       before it, finds its own position there and is learned again (the model it
                       had taught was lost with the crash). The checkpoint, not the mark, says what
                       was learned (services/scoring/learner.py).
+`style:<customer>`    the customer's style vector, [events seen, *STYLE_FEATURES] as float64
+                      bytes (services/scoring/styles.py); expires after STYLE_TTL_S
 
 It also reads the exchange's keys (services/protocol/bank_keys.py): a customer's join id, the
 partner's partial scores and its SecureBoost split decisions for it.
@@ -58,7 +60,8 @@ class ScoringState:
     async def store_profiles(self, profiles: list[CustomerProfile], erased: list[str]) -> None:
         pipeline = self.redis.pipeline(transaction=False)
         for customer_id in erased:
-            pipeline.delete(self.key("profile", customer_id), self.key("features", customer_id))
+            pipeline.delete(self.key("profile", customer_id), self.key("features", customer_id),
+                            self.key("style", customer_id))
         for profile in profiles:
             pipeline.set(self.key("profile", profile.customer_id), json.dumps(asdict(profile)))
         await pipeline.execute()
