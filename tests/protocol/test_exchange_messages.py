@@ -230,6 +230,7 @@ def test_points_and_ciphertexts_travel_packed_in_one_bytes_field(codec: AvroCode
     (lambda: TrainingStart.of(35, float("inf"), 0.0, True), "bad_fedlr_message"),
     (lambda: SbtStart.of("m", "v1", 35, True, 300, ("a",)), "bad_sbt_message"),
     (lambda: SbtStart.of("m", "v1", 35, True, 32, ("a", "a")), "bad_sbt_message"),
+    (lambda: SbtStart("m", "v1", bytes([35]), True, 32, 1, 0, ("a", "b")), "bad_sbt_message"),
     (lambda: SbtGradients(0, 0, True, 40, 512, bytes(511)), "bad_sbt_message"),
     (lambda: SbtGradients(0, -1, True, 40, 512, bytes(512)), "bad_sbt_message"),
     (lambda: SbtNodeRequest(0, 0, (1,), (2,), bytes(4), (), (), ()), "bad_sbt_message"),
