@@ -433,6 +433,8 @@ class SbtStart:
         if self.modulus < 3 or not 2 <= self.bins <= 254 or len(set(self.join_ids)) != len(self.join_ids):
             raise ValidationError("bad SecureBoost start: n < 3, bins outside 2..254 or repeated join ids",
                                   reason=BAD_SBT_MESSAGE)
+        if self.total_rows == 0 and self.offset == 0:  # written under v1, before chunks: the whole list
+            object.__setattr__(self, "total_rows", len(self.join_ids))
         if self.offset < 0 or self.offset + len(self.join_ids) > self.total_rows:
             raise ValidationError(f"join ids {self.offset} to {self.offset + len(self.join_ids)} of a training of "
                                   f"{self.total_rows} rows", reason=BAD_SBT_MESSAGE)
