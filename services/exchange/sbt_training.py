@@ -32,6 +32,9 @@ from services.protocol.channel import ExchangeChannel
 from services.protocol.exchange import MAX_PAYLOAD_BYTES
 from services.protocol.exchange_messages import SbtHistograms, SbtSplitRows
 
+# Join ids are 32 hex characters (34 bytes in Avro): 60,000 of them stay well under the message limit.
+MAX_START_IDS = 60_000
+
 
 async def train_secureboost_over_exchange(
     settings: Settings, redis: aioredis.Redis, registry: ModelRegistry, product: str, history: list[LabelledRow], *,
@@ -52,7 +55,8 @@ async def train_secureboost_over_exchange(
     exchange = ExchangeChannel(settings, AvroCodec(SchemaStore(settings.schema_dir)))
     await exchange.start()
     try:
-        await exchange.send(bank.start(model_name, version_label), run_id)
+        for chunk in bank.start(model_name, version_label).chunks(MAX_START_IDS):
+            await exchange.send(chunk, run_id)
         for tree in range(params.trees):
             gradients = await asyncio.to_thread(bank.gradients, tree)
             for chunk in gradients.chunks((MAX_PAYLOAD_BYTES - 1024) // gradients.width):

@@ -6,9 +6,9 @@ this adapter holds both, so its checkpoint is for one house only.
 A row holds the bank's features and the partner's, by name (`bank_features`, `partner_features`).
 `learn_many` runs `epochs` passes of the protocol over the rows, warm-started from the weights so
 far; each party's preparation (services/models/preparation.py) is fitted on the first rows trained
-on and kept, as a deployed half keeps the one it was trained with; `learn_one` keeps rows until there is a window of `window` rows (at least the protocol's
-minimum batch: the partner must never see fewer) and then runs one pass over it, as online
-learning from responses does.
+on and kept, as a deployed half keeps the one it was trained with; `learn_one` keeps rows until
+there is a window of `window` rows (at least the protocol's minimum batch: the partner must never
+see fewer) and then runs one pass over it, as online learning from responses does.
 
 >>> rng = np.random.default_rng(0)
 >>> X = rng.normal(size=(400, 4))

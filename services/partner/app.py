@@ -104,6 +104,7 @@ class PartnerService:
         self.trainings: dict[str, PartnerTraining] = {}
         self.online: dict[str, OnlinePartnerSession] = {}
         self.boostings: dict[str, SecureBoostPartner] = {}
+        self.starting: dict[str, list[SbtStart]] = {}  # run id -> the start's chunks so far
 
     async def _ensure_loaded(self) -> None:
         if not self._loaded:
@@ -302,7 +303,15 @@ class PartnerService:
         histograms run on the party's process pool, off the event loop."""
         run_id = message.session_id
         if kind.message is SbtStart:
-            start = open_payload(self.codec, message, SbtStart)
+            chunk = open_payload(self.codec, message, SbtStart)
+            chunks = self.starting.setdefault(run_id, [])
+            if chunk.offset == 0:
+                chunks.clear()
+            chunks.append(chunk)
+            if chunk.offset + len(chunk.join_ids) < chunk.total_rows:
+                return []
+            start = chunks[0].joined(chunks[1:])
+            del self.starting[run_id]
             features = await self.store.features_by_join_id(list(start.join_ids))
             missing = len(start.join_ids) - len(features)
             if missing:

@@ -21,6 +21,7 @@ True
 """
 from __future__ import annotations
 
+import dataclasses
 import math
 import typing
 from collections.abc import Iterable, Mapping, Sequence
@@ -441,7 +442,13 @@ def pack_row_positions(positions: Iterable[int]) -> bytes:
 @dataclass(frozen=True, slots=True)
 class SbtStart:
     """The start of a SecureBoost training: the bank's public key, the number of bins each party cuts
-    its own columns into, and the training rows (join ids), whose positions later messages use."""
+    its own columns into, and the training rows (join ids), whose positions later messages use:
+    all of them, or (over the topics) the chunk from position `offset` of `total_rows`.
+
+    >>> start = SbtStart.of("m", "v1", 35, True, 32, ["a", "b", "c"])
+    >>> [(chunk.offset, chunk.join_ids) for chunk in start.chunks(2)]
+    [(0, ('a', 'b')), (2, ('c',))]
+    """
 
     SCHEMA: ClassVar[str] = "cipherstream.exchange.SbtStart"
     MALFORMED: ClassVar[str] = BAD_SBT_MESSAGE
@@ -450,18 +457,44 @@ class SbtStart:
     public_key_n: bytes
     encrypted: bool
     bins: int
+    total_rows: int
+    offset: int
     join_ids: tuple[str, ...]
 
     def __post_init__(self) -> None:
         if self.modulus < 3 or not 2 <= self.bins <= 254 or len(set(self.join_ids)) != len(self.join_ids):
             raise ValidationError("bad SecureBoost start: n < 3, bins outside 2..254 or repeated join ids",
                                   reason=BAD_SBT_MESSAGE)
+        if self.total_rows == 0 and self.offset == 0:  # written under v1, before chunks: the whole list
+            object.__setattr__(self, "total_rows", len(self.join_ids))
+        if self.offset < 0 or self.offset + len(self.join_ids) > self.total_rows:
+            raise ValidationError(f"join ids {self.offset} to {self.offset + len(self.join_ids)} of a training of "
+                                  f"{self.total_rows} rows", reason=BAD_SBT_MESSAGE)
 
     @classmethod
     def of(cls, model_name: str, version: str, public_key_n: int, encrypted: bool, bins: int,
            join_ids: Sequence[str]) -> SbtStart:
         return cls(model_name, version, public_key_n.to_bytes((public_key_n.bit_length() + 7) // 8, "big"), encrypted,
-                   bins, tuple(join_ids))
+                   bins, len(join_ids), 0, tuple(join_ids))
+
+    def chunks(self, ids_per_chunk: int) -> list[SbtStart]:
+        """The same start with at most `ids_per_chunk` join ids per message."""
+        step = max(1, ids_per_chunk)
+        return [dataclasses.replace(self, offset=self.offset + start, join_ids=self.join_ids[start:start + step])
+                for start in range(0, max(len(self.join_ids), 1), step)]
+
+    def joined(self, chunks: Sequence[SbtStart]) -> SbtStart:
+        """This chunk and the ones after it as one start (they must follow each other from offset 0)."""
+        ids: list[str] = []
+        for chunk in (self, *chunks):
+            if chunk.offset != len(ids) or (chunk.model_name, chunk.version) != (self.model_name, self.version):
+                raise ValidationError(f"start chunk at {chunk.offset} out of order", reason=BAD_SBT_MESSAGE)
+            ids.extend(chunk.join_ids)
+        return dataclasses.replace(self, offset=0, join_ids=tuple(ids))
+
+    @property
+    def complete(self) -> bool:
+        return self.offset == 0 and len(self.join_ids) == self.total_rows
 
     @property
     def modulus(self) -> int:

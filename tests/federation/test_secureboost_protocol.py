@@ -262,3 +262,18 @@ def test_gradients_in_chunks_give_the_partner_the_same_histograms(codec: AvroCod
     request = bank.node_request()
     assert request is not None
     assert chunked.histograms(request) == whole.histograms(request)
+
+
+def test_a_start_in_chunks_starts_the_partner_as_a_whole_one(codec: AvroCodec) -> None:
+    ids, labels, x_bank, x_partner = synthetic()
+    bank = BankParty(ids, labels, x_bank, PARAMETERS, encrypted=False)
+    start = bank.start("sbt", "v1")
+    whole, chunked = (PartnerParty(ids, x_partner, shuffle=random.Random(0)) for _ in range(2))
+    whole.on_start(start)
+    chunks = start.chunks(128)
+    assert [len(c.join_ids) for c in chunks] == [128, 128, 44] and all(c.total_rows == ROWS for c in chunks)
+    for chunk in chunks:
+        chunked.on_start(codec.decode(codec.encode(chunk), SbtStart))
+    assert chunked.training.start == whole.training.start and np.array_equal(chunked.training.binned, whole.training.binned)
+    with pytest.raises(ValidationError, match="out of order"):
+        chunks[0].joined([chunks[2]])

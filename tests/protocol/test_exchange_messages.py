@@ -4,10 +4,12 @@ reason, and an envelope from the wrong side or of an unknown kind is refused."""
 from __future__ import annotations
 
 import dataclasses
+import io
 import json
 import struct
 from typing import Any
 
+import fastavro
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
@@ -230,6 +232,7 @@ def test_points_and_ciphertexts_travel_packed_in_one_bytes_field(codec: AvroCode
     (lambda: TrainingStart.of(35, float("inf"), 0.0, True), "bad_fedlr_message"),
     (lambda: SbtStart.of("m", "v1", 35, True, 300, ("a",)), "bad_sbt_message"),
     (lambda: SbtStart.of("m", "v1", 35, True, 32, ("a", "a")), "bad_sbt_message"),
+    (lambda: SbtStart("m", "v1", bytes([35]), True, 32, 1, 0, ("a", "b")), "bad_sbt_message"),
     (lambda: SbtGradients(0, 0, True, 40, 512, bytes(511)), "bad_sbt_message"),
     (lambda: SbtGradients(0, -1, True, 40, 512, bytes(512)), "bad_sbt_message"),
     (lambda: SbtNodeRequest(0, 0, (1,), (2,), bytes(4), (), (), ()), "bad_sbt_message"),
@@ -290,3 +293,16 @@ def test_a_payload_that_does_not_decode_as_its_kind_is_refused_with_the_kinds_re
     with pytest.raises(ValidationError) as raised:
         open_payload(codec, ExchangeMessage("m1", kind, "bank", "s1", "", b"", 0), BatchPlan)
     assert raised.value.reason == reason and "carries" in str(raised.value)
+
+
+def test_a_sbt_start_written_under_v1_reads_as_one_whole_chunk(codec: AvroCodec) -> None:
+    old = json.loads((SCHEMA_DIR / "history" / "cipherstream.exchange.SbtStart" / "v1.avsc").read_text())
+    buffer = io.BytesIO()
+    fastavro.schemaless_writer(buffer, fastavro.parse_schema(old), {
+        "model_name": "m", "version": "v1", "public_key_n": bytes([35]), "encrypted": True, "bins": 32,
+        "join_ids": ["a", "b"]})
+    [v1] = [v for v in codec.store.by_id.values() if v.name == "cipherstream.exchange.SbtStart" and v.version == 1]
+    assert v1.schema_id != codec.store.current["cipherstream.exchange.SbtStart"].schema_id  # v2 writes now
+    payload = struct.pack(">bI", 0, v1.schema_id) + buffer.getvalue()
+    start = decode_payload(codec, payload, SbtStart)
+    assert (start.offset, start.total_rows, start.join_ids) == (0, 2, ("a", "b")) and start.complete

@@ -12,7 +12,8 @@ from services.core.avro import AvroCodec
 from services.core.config import Settings
 from services.exchange.app import BankExchange
 from services.models.bank_features import FEATURE_NAMES, feature_vector
-from services.models.federated import PARTNER_REASON
+from services.models.federated import PARTNER_REASON, BankHalf, federated_model_name
+from services.models.preparation import Preparation
 from services.models.registry import DataFingerprint, ModelRegistry
 from services.models.secureboost import BankParty, BoostingParameters, PartnerParty, train_secureboost
 from services.models.secureboost.serving import SbtBankHalf, secureboost_model_name
@@ -67,6 +68,15 @@ async def test_configured_product_is_scored_by_secureboost_with_the_partners_bit
     await exchange._store_split_decisions(SbtDecisions((secureboost_model_name(PRODUCT),), ("sbt@p0",), (splits,),
                                                        (join_c2,), bits))  # an older partner half: not served
 
+    # A federated LR half of the same product, with partial scores for both: the configuration picks SecureBoost.
+    lr_half = BankHalf(PRODUCT, np.zeros(len(FEATURE_NAMES)),
+                       Preparation.standardisation(np.zeros(len(FEATURE_NAMES)), np.ones(len(FEATURE_NAMES))), 0.0, "fedlr@p1")
+    registry.register(model_name=federated_model_name(PRODUCT), algorithm="federated logistic regression", parameters={},
+                      feature_names=list(FEATURE_NAMES), rows_learned=600, iterations=1, fingerprint=DataFingerprint(""),
+                      operator="test", started_at=dt.datetime.now(dt.UTC), checkpoint=lr_half.to_bytes())
+    for join_id in (join_c1, join_c2):
+        await redis.hset(f"{prefix}partial:{join_id}", federated_model_name(PRODUCT), "fedlr@p1|0.5")
+
     scorer = Scorer.start(redis, prefix, registry, secureboost_products=(PRODUCT,))
     other = PROFILE.__class__(**{**{f: getattr(PROFILE, f) for f in PROFILE.__slots__}, "customer_id": "C2"})
     await scorer.store_profiles([_inbound(PROFILE), _inbound(other, b"C2")])
@@ -83,7 +93,12 @@ async def test_configured_product_is_scored_by_secureboost_with_the_partners_bit
     assert abs(travel.propensity - expected) < 1e-12
     assert {reason.feature for reason in travel.reasons} <= {*FEATURE_NAMES, PARTNER_REASON}
     assert not first["credit_card"].partner_contributed  # not configured for SecureBoost
+    # No SecureBoost bits of the deployed partner version: the bank-only model, not the product's LR half.
     assert not second[PRODUCT].partner_contributed and second[PRODUCT].service_number.startswith("CS-PROPENSITY")
+    lr_scorer = Scorer.start(redis, prefix, registry)  # not configured: LR serves it
+    [[lr_scored]] = await lr_scorer.score([_inbound(_event("e3", "C2"), b"C2")])
+    lr_travel = next(s for s in lr_scored.message.scores if s.product == PRODUCT)
+    assert lr_travel.partner_contributed and lr_travel.model_version.startswith(federated_model_name(PRODUCT))
     # An erased customer's decisions go with the join id.
     await exchange._erase(["C1"])
     assert await redis.exists(f"{prefix}sbt:{join_c1}") == 0 and await redis.exists(f"{prefix}sbt:{join_c2}") == 1

@@ -94,6 +94,7 @@ class PartnerParty:
         self._training: _Training | None = None
         self._tree: _Tree | None = None
         self._chunks: list[SbtGradients] = []
+        self._start_chunks: list[SbtStart] = []
         self.split_table = SplitTable()
         self.models: dict[str, tuple[str, SplitTable]] = {}  # model name -> (version, its split table)
 
@@ -105,6 +106,16 @@ class PartnerParty:
 
     # --- training ----------------------------------------------------------------------------------------
     def on_start(self, start: SbtStart) -> None:
+        """The start of a training, whole or in chunks (in order); binning waits for the last chunk."""
+        if start.offset == 0:
+            self._start_chunks = [start]
+        else:
+            self._start_chunks.append(start)
+        if start.offset + len(start.join_ids) < start.total_rows:
+            return
+        first, *rest = self._start_chunks
+        start = first.joined(rest)
+        self._start_chunks = []
         rows = self._rows(start.join_ids)
         training_features = self.features[rows]
         bins = QuantileBins.fit(training_features, start.bins)
