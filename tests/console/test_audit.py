@@ -6,6 +6,7 @@ from __future__ import annotations
 import csv
 import datetime as dt
 import io
+import itertools
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
 
@@ -50,7 +51,7 @@ def test_each_entry_links_to_the_one_before_and_the_chain_verifies(engine: Engin
     log = _filled(engine)
     entries = list(log.entries())
     assert [entry.seq for entry in entries] == [1, 2, 3, 4, 5, 6]
-    assert all(later.prev_hash == earlier.hash for earlier, later in zip(entries, entries[1:]))
+    assert all(later.prev_hash == earlier.hash for earlier, later in itertools.pairwise(entries))
     report = log.verify(head=log.head())
     assert report.intact and report.entries == 6 and report.head_seq == 6
 
