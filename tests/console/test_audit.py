@@ -17,7 +17,7 @@ from sqlalchemy.exc import DatabaseError
 from typer.testing import CliRunner
 
 from services.cli import app as cli
-from services.console.audit import AuditLog, AuditQuery, export_csv
+from services.console.audit import AuditLog, AuditQuery, export_csv, head_token
 from services.console.masking import find_unmasked
 from tests.console.conftest import NATIONAL_ID, PASSWORD, PHONE
 
@@ -148,6 +148,10 @@ def test_the_cli_creates_the_first_admin_once_unlocks_and_verifies_the_chain(any
     assert verified.exit_code == 0 and "audit log intact: 3 entries" in verified.output, verified.output
 
     engine = create_engine(any_database)
+    seq, digest = AuditLog(engine).head()
+    assert runner.invoke(cli, ["console", "verify-audit", "--head", head_token(seq, digest)], env=env).exit_code == 0
+    ahead = runner.invoke(cli, ["console", "verify-audit", "--head", f"{seq + 5}:{digest}"], env=env)
+    assert ahead.exit_code == 1 and f"before the recorded head {seq + 5}" in ahead.output
     _drop_the_guard(engine)
     with engine.begin() as connection:
         connection.execute(text("UPDATE console_audit_log SET outcome = 'ok' WHERE seq = 2"))
