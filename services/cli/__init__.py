@@ -7,10 +7,11 @@ work and prints what came back:
     data.py       generate, backup, restore      demo/generator/publish.py, core/backup.py
     training.py   train, train-federated         bootstrap.py, exchange/admin.py
     federated.py  federated evaluate             models/evaluation.py, models/datasets.py
-    campaigns.py  uplift, campaigns check|list   dispatch/admin.py, dispatch/campaigns.py
+    campaigns.py  uplift, campaigns check|list   dispatch/admin.py, campaigns/definitions.py
     suppress.py   suppress add|remove|list       dispatch/admin.py
     styles.py     styles list                    scoring/admin.py
     schemas.py    schemas release                core/schema_release.py
+    console.py    console create-admin|unlock|verify-audit   console/admin.py
 
 Heavy modules are imported inside the commands, so that `cipherstream --help` starts quickly.
 """
@@ -18,7 +19,7 @@ from __future__ import annotations
 
 import typer
 
-from services.cli import campaigns, data, federated, schemas, stack, styles, suppress, training
+from services.cli import campaigns, console, data, federated, schemas, stack, styles, suppress, training
 
 app = typer.Typer(help="Cipherstream: privacy-preserving real-time marketing on Kafka.", no_args_is_help=True)
 # In the order `cipherstream --help` lists them.
@@ -37,3 +38,4 @@ app.add_typer(suppress.app, name="suppress")
 app.add_typer(campaigns.app, name="campaigns")
 app.add_typer(federated.app, name="federated")
 app.add_typer(styles.app, name="styles")
+app.add_typer(console.app, name="console")

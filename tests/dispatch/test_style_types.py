@@ -9,11 +9,11 @@ from pathlib import Path
 import pytest
 import redis.asyncio as aioredis
 
+from services.campaigns.definitions import Campaign, ContactRules, load_campaign_file
 from services.core.config import Settings
 from services.core.errors import ConfigError
 from services.core.kafka import Inbound
 from services.dispatch.app import caps
-from services.dispatch.campaigns import Campaign, ContactRules, load_campaign_file
 from services.dispatch.contact_policy import ContactPolicy
 from services.dispatch.dispatcher import Dispatcher
 from services.protocol.stream_messages import (
