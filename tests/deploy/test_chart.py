@@ -22,7 +22,7 @@ from tests.deploy.tools import tools_bin
 # ships are checked too, so a field that is too new or already removed fails here.
 KUBERNETES_VERSIONS = ("1.27", "1.30", kubernetes_validate.latest_version())
 CRD_KINDS = {"ServiceMonitor", "PrometheusRule"}
-SERVICES_OF = {"bank": {"ingest", "scoring", "dispatch", "exchange", "reporting"}, "partner": {"partner"}}
+SERVICES_OF = {"bank": {"ingest", "scoring", "dispatch", "exchange", "reporting", "console"}, "partner": {"partner"}}
 Documents = list[dict[str, Any]]
 
 
@@ -148,11 +148,13 @@ def test_network_policies_open_only_the_party_s_own_parts_and_the_exchange(relea
             peers = _egress_peers(policy)
             ports = set().union(*(p for _, p in peers))
             assert 53 in ports and 4318 in ports  # DNS and the collector, always
-            assert (5432 in ports) == (service in ("scoring", "dispatch"))  # SQL: registry, console campaigns; never the partner
+            # SQL: registry, campaigns, the console's accounts and audit log; never the partner
+            assert (5432 in ports) == (service in ("scoring", "dispatch", "console"))
             callers = {peer.get("namespaceSelector", {}).get("matchLabels", {})
                        .get("kubernetes.io/metadata.name") for peer in scrape["from"]}
-            # console: dispatch's campaigns API and reporting's campaign report
-            assert callers == ({"monitoring", "console"} if service in ("dispatch", "reporting") else {"monitoring"})
+            # the operators' ingress: the console's pages and API; the console: reporting's campaign report
+            expected = {"console": {"monitoring", "bank-ingress"}, "reporting": {"monitoring", "console"}}
+            assert callers == expected.get(service, {"monitoring"})
             assert (6379 in ports) == (service not in ("ingest", "reporting"))  # ingest keeps nothing; reporting keeps a faust table
             namespaces = {json.loads(peer).get("namespaceSelector", {}).get("matchLabels", {}).get("kubernetes.io/metadata.name")
                           for peer, _ in peers}
@@ -214,7 +216,7 @@ def test_autoscalers_scale_on_consumer_lag_when_a_target_is_set() -> None:
 
     documents = render("bank", {"hpa": {"lagTarget": "5000"}})
     autoscalers = _of_kind(documents, "HorizontalPodAutoscaler")
-    assert set(autoscalers) == {"ingest", "scoring", "dispatch"}
+    assert set(autoscalers) == {"ingest", "scoring", "dispatch", "console"}
     for service, autoscaler in autoscalers.items():
         [cpu, lag] = autoscaler["spec"]["metrics"]
         assert cpu["resource"]["name"] == "cpu"
