@@ -128,7 +128,7 @@ class ProductModel:
     @staticmethod
     def from_bytes(checkpoint: bytes) -> ProductModel:
         # Only checkpoints from our own registry are ever loaded (pickle trusts its input).
-        model = pickle.loads(checkpoint)
+        model = pickle.loads(checkpoint)  # nosec B301  # only our own registry's checkpoints
         if not isinstance(model, ProductModel):
             raise TypeError(f"checkpoint holds {type(model).__name__}, not a ProductModel")
         return model
