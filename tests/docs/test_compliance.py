@@ -77,10 +77,12 @@ def anchor_of(heading: str) -> str:
     return re.sub(r"\s", "-", re.sub(r"[^\w\s-]", "", text))
 
 
-def functions_in(path: Path) -> set[str]:
-    """Names of the functions a test file defines, at the top or in a class."""
+def functions_in(path: Path) -> dict[str, bool]:
+    """The functions a file defines (at the top or in a class), each with whether it is a test:
+    named `test_...` or carrying a doctest, which the suite runs."""
     tree = ast.parse(path.read_text())
-    return {node.name for node in ast.walk(tree) if isinstance(node, ast.FunctionDef | ast.AsyncFunctionDef)}
+    return {node.name: node.name.startswith("test_") or ">>>" in (ast.get_docstring(node) or "")
+            for node in ast.walk(tree) if isinstance(node, ast.FunctionDef | ast.AsyncFunctionDef)}
 
 
 def missing_reference(reference: str, base: Path = REPO_ROOT) -> str | None:
@@ -122,9 +124,13 @@ def references_in(cell: str) -> list[str]:
     return spans + [("docs/" + link if not link.startswith("#") else "docs/compliance.md" + link) for link in links]
 
 
-def is_evidence(reference: str) -> bool:
-    """A test function or a benchmark metric: what a `shown` row needs at least one of."""
-    return "::" in reference or (reference.startswith("bench/results/") and ":" in reference)
+def is_evidence(reference: str, base: Path = REPO_ROOT) -> bool:
+    """A test (a `test_` function or one with a doctest) or a benchmark metric: what a `shown` row
+    needs at least one of."""
+    if "::" in reference:
+        file_part, function = reference.split("::", 1)
+        return functions_in(base / file_part).get(function, False)
+    return reference.startswith("bench/results/") and ":" in reference
 
 
 def test_every_requirement_line_is_quoted_in_the_matrix_in_its_current_words() -> None:
@@ -155,10 +161,11 @@ def test_every_row_has_a_status_and_a_shown_row_has_a_test_or_benchmark() -> Non
 
 def test_the_checks_catch_a_renamed_test_a_lost_metric_and_a_dropped_requirement(tmp_path: Path) -> None:
     (tmp_path / "tests").mkdir()
-    (tmp_path / "tests" / "test_a.py").write_text("def test_kept():\n    pass\n")
+    (tmp_path / "tests" / "test_a.py").write_text("def test_kept():\n    pass\n\ndef helper():\n    pass\n")
     (tmp_path / "bench" / "results").mkdir(parents=True)
     (tmp_path / "bench" / "results" / "x.json").write_text(json.dumps({"metrics": {"kept_per_s": 1.0}}))
     assert missing_reference("tests/test_a.py::test_kept", tmp_path) is None
+    assert is_evidence("tests/test_a.py::test_kept", tmp_path) and not is_evidence("tests/test_a.py::helper", tmp_path)
     assert missing_reference("tests/test_a.py::test_renamed", tmp_path) == "tests/test_a.py has no function test_renamed"
     assert missing_reference("tests/test_gone.py::test_kept", tmp_path) == "tests/test_gone.py does not exist"
     assert missing_reference("bench/results/x.json:kept_per_s", tmp_path) is None
