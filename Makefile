@@ -15,6 +15,10 @@ $(STAMP): pyproject.toml services/core/embedded/kafka-broker.pom.xml
 	command -v promtool >/dev/null || (apt-get update -qq && DEBIAN_FRONTEND=noninteractive \
 	  apt-get install -y -qq --no-install-recommends prometheus >/dev/null) || \
 	  (echo "install Debian's prometheus package (promtool) to run the dashboard tests" && false)
+	@# The console's browser test drives Debian's Chromium through Playwright (never Playwright's own download).
+	command -v chromium >/dev/null || (apt-get update -qq && DEBIAN_FRONTEND=noninteractive \
+	  apt-get install -y -qq --no-install-recommends chromium >/dev/null) || \
+	  (echo "install Debian's chromium package to run the console's browser test" && false)
 	@# The embedded Apache Kafka runs on Java 17 and its jars are resolved by Maven (Debian's packages).
 	(command -v java >/dev/null && java -version 2>&1 | grep -qE 'version "(1[7-9]|[2-9][0-9])') && command -v mvn >/dev/null || \
 	  (apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends \

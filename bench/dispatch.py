@@ -24,10 +24,10 @@ import redis.asyncio as aioredis
 
 from bench.common import parse_args, write_results
 from demo.generator.population import CHANNEL_PREFERENCE, SEGMENTS
+from services.campaigns.definitions import Campaign, ChannelTemplate, ContactRules, Eligibility
 from services.core.kafka import Inbound
 from services.core.runtime import embedded_stack
 from services.dispatch.arbitration import local_day
-from services.dispatch.campaigns import Campaign, ChannelTemplate, ContactRules, Eligibility
 from services.dispatch.contact_policy import Caps, ContactPolicy
 from services.dispatch.dispatcher import Dispatcher, iso_week
 from services.models.bank_features import PRODUCTS

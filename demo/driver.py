@@ -19,6 +19,8 @@ from demo.generator.channels import organic, respond
 from demo.generator.partner_feed import partner_records
 from demo.generator.population import SyntheticCustomer, customer_records, event_records, make_population, malformed_records
 from demo.waiting import wait_profiles_stored
+from services.campaigns.definitions import load_campaign_file
+from services.campaigns.uplift import Uplift
 from services.core.avro import AvroCodec, SchemaStore
 from services.core.clients import consume, produce
 from services.core.config import Settings, load_settings
@@ -29,8 +31,6 @@ from services.core.supervisor import ServiceRunner
 from services.core.topic_names import dlq_name
 from services.core.waiting import wait_committed_to_end, wait_until
 from services.dispatch.admin import uplift_reports
-from services.dispatch.campaigns import load_campaign_file
-from services.dispatch.uplift import Uplift
 from services.protocol.bank_keys import BankKeys, parse_partial_score
 from services.protocol.catalog import CHANNELS, all_topic_names, offers_topic
 from services.protocol.stream_messages import CustomerScores, Offer, Suppression

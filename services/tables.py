@@ -8,7 +8,10 @@ from sqlalchemy import MetaData
 
 from services.core.sql import full_metadata
 
-TABLE_MODULES = ("services.models.registry", "services.dispatch.campaign_store")
+TABLE_MODULES = (
+    "services.models.registry", "services.campaigns.store", "services.console.accounts", "services.console.sessions",
+    "services.console.audit", "services.console.customers",
+)
 
 
 def every_table() -> MetaData:

@@ -34,7 +34,7 @@ def uplift() -> None:
 @app.command("check")
 def campaigns_check(path: Path = typer.Argument(..., help="a campaigns YAML file")) -> None:
     """Validate a campaigns file as dispatch would load it; exit 2 naming every bad field."""
-    from services.dispatch.campaigns import load_campaign_file
+    from services.campaigns.definitions import load_campaign_file
 
     try:
         loaded = load_campaign_file(path)

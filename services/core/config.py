@@ -92,8 +92,23 @@ class Settings(BaseSettings):
     campaign_refresh_s: float = Field(default=5.0, gt=0)
     # How many days of campaign performance the reporting service keeps (13 months: a year on year).
     report_retention_days: int = Field(default=400, ge=1)
-    # Bearer token of the console API on dispatch's web server; unset: the API is off.
-    console_token: SecretStr | None = None
+    # The operator console (services/console/): accounts lock after this many failed logins within
+    # the window, and unlock after the cool-down (or by an admin).
+    console_lockout_failures: int = Field(default=5, ge=1)
+    console_lockout_window_s: float = Field(default=900.0, gt=0)
+    console_lockout_cooldown_s: float = Field(default=900.0, gt=0)
+    # More logins than this for one user within the burst window are challenged for a second factor.
+    console_login_burst: int = Field(default=5, ge=1)
+    console_login_burst_window_s: float = Field(default=60.0, gt=0)
+    # A session ends after this long idle, and at the latest this long after login.
+    console_session_idle_s: float = Field(default=900.0, gt=0)
+    console_session_max_s: float = Field(default=8 * 3600.0, gt=0)
+    # Session cookies only over HTTPS; off for plain-HTTP runs on this machine (tests, `make demo`).
+    console_cookie_secure: bool = True
+    # The console keeps the latest scores, offers and responses of each customer, this many of each.
+    console_customer_history: int = Field(default=20, ge=1)
+    # Whether the console consumes the customer topics into its own tables (off: it serves what is there).
+    console_feed: bool = True
 
     @property
     def exchange_servers(self) -> str:

@@ -14,7 +14,7 @@ from services.core.config import Settings
 from services.core.embedded.processes import ManagedProcess, free_port, start_process
 from services.core.errors import UnreachableError
 
-BANK_SERVICES: tuple[str, ...] = ("ingest", "scoring", "dispatch", "exchange", "reporting")
+BANK_SERVICES: tuple[str, ...] = ("ingest", "scoring", "dispatch", "exchange", "reporting", "console")
 PARTNER_SERVICES: tuple[str, ...] = ("partner",)
 PARTNER_KEY_SUFFIX = "partner:"
 
@@ -43,11 +43,10 @@ def settings_env(settings: Settings) -> dict[str, str]:
         "CIPHERSTREAM_CAMPAIGN_REFRESH_S": str(settings.campaign_refresh_s),
         "CIPHERSTREAM_FETCH_MAX_WAIT_MS": str(settings.fetch_max_wait_ms),
         "CIPHERSTREAM_EXACTLY_ONCE": str(settings.exactly_once).lower(),
+        "CIPHERSTREAM_CONSOLE_COOKIE_SECURE": str(settings.console_cookie_secure).lower(),
     })
     if settings.max_offers_per_customer_per_day is not None:
         env["CIPHERSTREAM_MAX_OFFERS_PER_CUSTOMER_PER_DAY"] = str(settings.max_offers_per_customer_per_day)
-    if settings.console_token is not None:
-        env["CIPHERSTREAM_CONSOLE_TOKEN"] = settings.console_token.get_secret_value()
     if settings.exchange_bootstrap_servers:
         env["EXCHANGE_BOOTSTRAP_SERVERS"] = settings.exchange_bootstrap_servers
     return env

@@ -10,12 +10,12 @@ from collections.abc import AsyncIterator, Sequence
 
 import redis.asyncio as aioredis
 
+from services.campaigns.catalog import CampaignCatalog, LiveCampaigns
+from services.campaigns.definitions import Campaign
+from services.campaigns.store import CampaignStore
+from services.campaigns.uplift import Uplift, uplift
 from services.core.config import Settings
-from services.dispatch.campaign_catalog import CampaignCatalog, LiveCampaigns
-from services.dispatch.campaign_store import CampaignStore
-from services.dispatch.campaigns import Campaign
 from services.dispatch.contact_policy import Caps, ContactPolicy
-from services.dispatch.uplift import Uplift, uplift
 
 # The suppression list is read and written without the caps, which only decide offers.
 NO_CAPS = Caps(0, 0, 0, 0)

@@ -1,16 +1,15 @@
 """dispatch: scores in, at most one offer per customer, campaign and window out, or a reason why not.
-Also serves the campaigns console API (services/dispatch/console_api.py) and reloads campaigns live."""
+Reloads campaigns live (the file's, and the console's in SQL: services/campaigns/)."""
 from __future__ import annotations
 
 import asyncio
 
+from services.campaigns.catalog import CampaignCatalog
+from services.campaigns.definitions import ContactRules
+from services.campaigns.store import CampaignStore
 from services.core import metrics
 from services.core.kafka import Stage, avro_decoder
 from services.core.service import ServiceContext, bootstrap, main
-from services.dispatch.campaign_catalog import CampaignCatalog
-from services.dispatch.campaign_store import CampaignStore
-from services.dispatch.campaigns import ContactRules
-from services.dispatch.console_api import ConsoleApi
 from services.dispatch.contact_policy import Caps, ContactPolicy
 from services.dispatch.dispatcher import Dispatcher
 from services.dispatch.topics import RESPONSES, SCORES
@@ -50,8 +49,6 @@ def build() -> ServiceContext:
             apply_live_campaigns()
 
     apply_live_campaigns()
-    token = settings.console_token.get_secret_value() if settings.console_token else None
-    ConsoleApi(context.app, catalog, token, context.redis, settings.redis_key_prefix, on_change=reload_campaigns)
     context.app.timer(settings.campaign_refresh_s)(reload_campaigns)
 
     context.add_stage(Stage(SERVICE, SCORES, avro_decoder(context.codec, CustomerScores), dispatcher.decide,

@@ -9,7 +9,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from services.dispatch.campaigns import ArbitrationWeights, Campaign, ChannelTemplate
+from services.campaigns.definitions import ArbitrationWeights, Campaign, ChannelTemplate
 from services.protocol.stream_messages import CustomerScores, ProductScore
 
 

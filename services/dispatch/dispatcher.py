@@ -3,7 +3,7 @@ or a suppression with the reason. Every decision carries its reason.
 
 Control groups: `in_holdout` assigns each customer per campaign to treatment or holdout by a
 hash, at the campaign's `holdout_share`. A holdout customer is scored and counted but never
-contacted for that campaign, so `services/dispatch/uplift.py` can compare response rates.
+contacted for that campaign, so `services/campaigns/uplift.py` can compare response rates.
 """
 from __future__ import annotations
 
@@ -16,12 +16,12 @@ from dataclasses import dataclass, field
 
 import redis.asyncio as aioredis
 
+from services.campaigns.definitions import ArbitrationWeights, Campaign, ContactRules
+from services.campaigns.uplift import record_conversions, uplift
 from services.core import metrics
 from services.core.kafka import HandlerResult, Inbound, Outbound, now_ms
 from services.dispatch.arbitration import Candidate, RankTable, local_time
-from services.dispatch.campaigns import ArbitrationWeights, Campaign, ContactRules
 from services.dispatch.contact_policy import ContactPolicy, Request
-from services.dispatch.uplift import record_conversions, uplift
 from services.protocol.catalog import offers_topic
 from services.protocol.stream_messages import CustomerScores, Offer, OfferResponse, Suppression
 
@@ -60,7 +60,7 @@ def render(template: str, candidate_product: str) -> str:
 def in_holdout(customer_id: str, campaign: Campaign) -> bool:
     """Deterministic: the same customer is always in the same group of a campaign.
 
-    >>> from services.dispatch.campaigns import ChannelTemplate
+    >>> from services.campaigns.definitions import ChannelTemplate
     >>> campaign = Campaign(campaign_id="c", product="p", value=1, triggers=("app_login",),
     ...                     channels=(ChannelTemplate(channel="sms", template="t"),), holdout_share=0.25)
     >>> share = sum(in_holdout(f"C{i}", campaign) for i in range(4000)) / 4000

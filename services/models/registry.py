@@ -69,6 +69,37 @@ class ModelVersion:
     parameters: dict[str, Any]
 
 
+@dataclass(frozen=True)
+class Deployment:
+    deployed_at: dt.datetime
+    operator: str
+    target: str
+    result: str
+
+
+@dataclass(frozen=True)
+class VersionDetails:
+    """Everything the registry records of a version but its checkpoint (what the console shows)."""
+
+    model_name: str
+    version: int
+    service_number: str
+    parent_service_number: str | None
+    algorithm: str
+    parameters: dict[str, Any]
+    feature_names: list[str]
+    rows_learned: int
+    iterations: int
+    data_fingerprint: str
+    data_window_start_ms: int | None
+    data_window_end_ms: int | None
+    metrics: dict[str, Any]
+    operator: str
+    started_at: dt.datetime
+    finished_at: dt.datetime
+    deployments: tuple[Deployment, ...]
+
+
 class DataFingerprint:
     """A running SHA-256 over the training rows in the order they were learned.
 
@@ -157,6 +188,23 @@ class ModelRegistry:
         with Session(self.engine) as session:
             rows = session.scalars(select(DeploymentRow).where(DeploymentRow.service_number == service_number))
             return [(row.operator, row.target, row.result) for row in rows]
+
+    def details(self, model_name: str | None = None) -> list[VersionDetails]:
+        """Every version (of one model, or of all), by model name and version, with its deployments."""
+        statement = select(ModelVersionRow).order_by(ModelVersionRow.model_name, ModelVersionRow.version)
+        if model_name is not None:
+            statement = statement.where(ModelVersionRow.model_name == model_name)
+        with Session(self.engine) as session:
+            rows = list(session.scalars(statement))
+            deployments: dict[str, list[Deployment]] = {}
+            for deployed in session.scalars(select(DeploymentRow).order_by(DeploymentRow.id)):
+                deployments.setdefault(deployed.service_number, []).append(
+                    Deployment(deployed.deployed_at, deployed.operator, deployed.target, deployed.result))
+            return [VersionDetails(
+                row.model_name, row.version, row.service_number, row.parent_service_number, row.algorithm,
+                dict(row.parameters), list(row.feature_names), row.rows_learned, row.iterations, row.data_fingerprint,
+                row.data_window_start_ms, row.data_window_end_ms, dict(row.metrics), row.operator, row.started_at,
+                row.finished_at, tuple(deployments.get(row.service_number, ()))) for row in rows]
 
     def close(self) -> None:
         self.engine.dispose()

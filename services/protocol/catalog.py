@@ -39,7 +39,7 @@ _TOPICS = [
     TopicSpec("bank.events.raw", "bank", None, "core-banking CDC records (JSON): transactions, logins, customers"),
     TopicSpec("customer.events", "bank", messages.CustomerEvent, "canonical customer events"),
     TopicSpec("customer.profiles", "bank", messages.CustomerProfile, "current customer profile", compacted=True),
-    TopicSpec("customer.identities", "bank", messages.CustomerIdentity, "identity data for PSI (exchange service only)",
+    TopicSpec("customer.identities", "bank", messages.CustomerIdentity, "identity data: PSI (exchange), shown masked (console)",
               compacted=True),
     TopicSpec("scores", "bank", messages.CustomerScores, "one propensity per product for each event"),
     *(TopicSpec(offers_topic(channel), "bank", messages.Offer, f"offers for the {channel} channel") for channel in CHANNELS),

@@ -12,10 +12,10 @@ import pytest
 import redis.asyncio as aioredis
 from sqlalchemy import create_engine
 
+from services.campaigns.definitions import Campaign
+from services.campaigns.store import CampaignStore
 from services.core.backup import BackupError, backup, restore
 from services.core.config import Settings
-from services.dispatch.campaign_store import CampaignStore
-from services.dispatch.campaigns import Campaign
 from services.models.registry import ModelRegistry
 from services.scoring.live_models import model_name
 from services.scoring.scorer import Scorer

@@ -9,7 +9,7 @@ import pytest
 from sqlalchemy import create_engine, inspect, text
 from sqlalchemy.engine import make_url
 
-from services.dispatch.campaign_store import CampaignStore
+from services.campaigns.store import CampaignStore
 from services.models.registry import ModelRegistry
 
 

@@ -5,11 +5,11 @@ from pathlib import Path
 
 from typer.testing import CliRunner
 
+from services.campaigns.definitions import Campaign
+from services.campaigns.store import CampaignStore
 from services.cli import app
 from services.core.config import Settings
 from services.core.supervisor import settings_env
-from services.dispatch.campaign_store import CampaignStore
-from services.dispatch.campaigns import Campaign
 
 
 def test_suppression_list_commands_and_uplift_report(settings: Settings) -> None:

@@ -7,13 +7,13 @@ import datetime as dt
 import pytest
 import redis.asyncio as aioredis
 
+from services.campaigns.definitions import Campaign, ChannelTemplate, ContactRules
+from services.campaigns.uplift import uplift
 from services.core.config import Settings
 from services.core.kafka import Inbound
 from services.dispatch.app import caps
-from services.dispatch.campaigns import Campaign, ChannelTemplate, ContactRules
 from services.dispatch.contact_policy import ContactPolicy
 from services.dispatch.dispatcher import Dispatcher, in_holdout
-from services.dispatch.uplift import uplift
 from services.protocol.stream_messages import (
     CustomerScores,
     Offer,

@@ -7,7 +7,7 @@ from collections import defaultdict
 from services.core.topic_names import dlq_name
 from services.protocol.catalog import TOPICS, TopicUse
 
-SERVICES = ("ingest", "exchange", "scoring", "dispatch", "reporting", "partner")
+SERVICES = ("ingest", "exchange", "scoring", "dispatch", "reporting", "partner", "console")
 # Written from outside the services: the bank's core systems, its channels' responses, the partner's feed.
 SOURCE_SYSTEM_TOPICS = {"bank.events.raw", "responses", "partner.features.raw"}
 # Read outside the services: the bank's channel systems consume the offers; partner.features is the

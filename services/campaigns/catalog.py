@@ -13,11 +13,11 @@ import logging
 from dataclasses import dataclass
 from pathlib import Path
 
+from services.campaigns.definitions import Campaign, CampaignFile, load_campaign_file
+from services.campaigns.store import CampaignStore
 from services.core import metrics
 from services.core.errors import ConfigError
 from services.core.logs import facts
-from services.dispatch.campaign_store import CampaignStore
-from services.dispatch.campaigns import Campaign, CampaignFile, load_campaign_file
 
 log = logging.getLogger(__name__)
 

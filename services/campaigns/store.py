@@ -15,8 +15,8 @@ from sqlalchemy import JSON, DateTime, Integer, String, create_engine, func, sel
 from sqlalchemy.engine import Engine
 from sqlalchemy.orm import Mapped, Session, mapped_column
 
+from services.campaigns.definitions import Campaign
 from services.core.sql import Base, ensure_tables
-from services.dispatch.campaigns import Campaign
 
 
 class CampaignRow(Base):
