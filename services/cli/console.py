@@ -49,18 +49,17 @@ def unlock(username: str = typer.Argument(..., help="the locked user")) -> None:
 
 @app.command("verify-audit")
 def verify_audit(
-    head: str = typer.Option("", help="SEQ:HASH of the last entry as recorded elsewhere (the log line 'audit appended'); "
-                                      "catches entries cut off the end"),
+    head: str = typer.Option("", help="SEQ:HASH of the last entry as recorded elsewhere (the `head` of the log line "
+                                      "'audit appended', or a verify's output); catches entries cut off the end"),
 ) -> None:
     """Check the audit log's hash chain; exit 1 naming every edited, removed or reordered entry."""
     from services.console.admin import verify_audit as verify
+    from services.console.audit import parse_head
 
-    expected = None
-    if head:
-        seq, _, digest = head.partition(":")
-        if not seq.isdigit() or len(digest) != 64:
-            raise typer.BadParameter("--head is SEQ:HASH, e.g. 1042:9f86d081...")
-        expected = (int(seq), digest)
+    try:
+        expected = parse_head(head) if head else None
+    except ValueError as error:
+        raise typer.BadParameter(str(error), param_hint="--head") from error
     report = verify(load_settings(), expected)
     if report.intact:
         console.print(f"audit log intact: {report.entries} entries, head {report.head_seq}:{report.head_hash}", soft_wrap=True)

@@ -20,6 +20,7 @@ Details hold no personal number in clear (they go through `mask_personal_numbers
 """
 from __future__ import annotations
 
+import base64
 import csv
 import datetime as dt
 import hashlib
@@ -171,6 +172,34 @@ _APPEND_ONLY_POSTGRESQL = (
 )
 
 
+def head_token(seq: int, digest: str) -> str:
+    """The head as the operational log carries it: `seq:` and the hash in base64, which the log's
+    masking of long digit runs leaves intact (a hex hash can hold seven digits in a row).
+
+    >>> head_token(7, GENESIS)
+    '7:AAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAA'
+    >>> parse_head(head_token(7, "ab" * 32)) == (7, "ab" * 32) == parse_head("7:" + "ab" * 32)
+    True
+    """
+    return f"{seq}:{base64.urlsafe_b64encode(bytes.fromhex(digest)).decode().rstrip('=')}"
+
+
+def parse_head(text_: str) -> tuple[int, str]:
+    """`SEQ:HASH` with the hash in hex (the API, the CLI) or base64 (the log line); ValueError if neither."""
+    seq, _, encoded = text_.strip().partition(":")
+    if not seq.isdigit():
+        raise ValueError("a head is SEQ:HASH")
+    if len(encoded) == 64 and all(c in "0123456789abcdef" for c in encoded):
+        return int(seq), encoded
+    try:
+        digest = base64.urlsafe_b64decode(encoded + "=" * (-len(encoded) % 4))
+    except ValueError as error:
+        raise ValueError("the hash of a head is 64 hex digits or 43 base64 characters") from error
+    if len(digest) != 32:
+        raise ValueError("the hash of a head is 64 hex digits or 43 base64 characters")
+    return int(seq), digest.hex()
+
+
 def _iso(moment: dt.datetime) -> str:
     return moment.astimezone(dt.UTC).isoformat(timespec="microseconds")
 
@@ -220,7 +249,9 @@ class AuditLog:
                     continue
             else:
                 raise RuntimeError(f"could not append to the audit log after {APPEND_ATTEMPTS} attempts")
-        log.info("audit appended", extra=facts(seq=seq, action=values["action"], outcome=outcome, head=digest))
+        # The head, outside the database: what `verify-audit --head` checks a cut-off end against.
+        log.info("audit appended", extra=facts(seq=seq, action=values["action"], outcome=outcome,
+                                               head=head_token(seq, digest)))
         return AuditEntry(seq=seq, prev_hash=prev_hash, hash=digest, **values)
 
     def search(self, query: AuditQuery) -> list[AuditEntry]:

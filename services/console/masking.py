@@ -32,6 +32,8 @@ CARD_NUMBER = re.compile(_BEFORE + r"\d(?:[ -]?\d){12,18}" + _AFTER)
 PHONE_NUMBER = re.compile(_BEFORE + r"(?:\+?86[ -]?)?1[3-9]\d(?:[ -]?\d{4}){2}" + _AFTER)
 """A mainland mobile number: 11 digits starting 13-19, optionally +86 and groups."""
 PATTERNS: tuple[re.Pattern[str], ...] = (NATIONAL_ID, CARD_NUMBER, PHONE_NUMBER)
+PERSONAL_NUMBER = re.compile("|".join(f"(?:{pattern.pattern})" for pattern in PATTERNS))
+"""Any of them, the first that fits at each place, so one number is found (and kept or masked) once."""
 _SEPARATORS = re.compile(r"[ +-]")
 
 
@@ -50,6 +52,8 @@ def mask_personal_numbers(text: str, keep: Iterable[str] = ()) -> str:
 
     >>> mask_personal_numbers("13812345678 and 13987654321", keep={"13987654321"})
     '138****5678 and 13987654321'
+    >>> mask_personal_numbers("id 11010519491231002X", keep={"11010519491231002X"})
+    'id 11010519491231002X'
     """
     kept = frozenset(normalised(value) for value in keep)
 
@@ -57,9 +61,7 @@ def mask_personal_numbers(text: str, keep: Iterable[str] = ()) -> str:
         digits = normalised(match.group(0))
         return match.group(0) if digits in kept else mask(digits)
 
-    for pattern in PATTERNS:
-        text = pattern.sub(masked, text)
-    return text
+    return PERSONAL_NUMBER.sub(masked, text)
 
 
 def find_unmasked(text: str) -> list[str]:
@@ -68,11 +70,7 @@ def find_unmasked(text: str) -> list[str]:
     >>> find_unmasked("138****5678 is masked, 13812345678 is not")
     ['13812345678']
     """
-    found: list[str] = []
-    for pattern in PATTERNS:
-        found += [match.group(0) for match in pattern.finditer(text)]
-        text = pattern.sub(" ", text)  # a number found once is not found again by a looser pattern
-    return found
+    return [match.group(0) for match in PERSONAL_NUMBER.finditer(text)]
 
 
 class PersonalNumberFilter(logging.Filter):

@@ -204,13 +204,16 @@ async def csrf_protect(request: Request) -> None:
         field = (await request.form()).get(CSRF_FIELD)
         given = field if isinstance(field, str) else None
     cookie = request.cookies.get(CSRF_COOKIE)
-    valid = bool(given and cookie and hmac.compare_digest(given.encode(), cookie.encode()))
-    if valid and request.cookies.get(SESSION_COOKIE):
+    operator: Operator | None = None
+    if request.cookies.get(SESSION_COOKIE):
         try:
             operator = await run_in_threadpool(operator_of, request, True)
         except ConsoleRefusal:
             operator = None  # no live session: the route's guard answers (a login route needs none)
-        valid = operator is None or hmac.compare_digest(given.encode(), operator.session.csrf_token.encode())  # type: ignore[union-attr]
+    # Logged in: the session's own token; before: the client's pre-login cookie (double submit).
+    expected = operator.session.csrf_token if operator is not None else cookie
+    valid = bool(given and cookie and expected and hmac.compare_digest(given.encode(), cookie.encode())
+                 and hmac.compare_digest(given.encode(), expected.encode()))
     if not valid:
         await run_in_threadpool(audit, request, "csrf.refused", target=f"{request.method} {request.url.path}",
                                 outcome="denied")

@@ -6,6 +6,7 @@ from __future__ import annotations
 import csv
 import datetime as dt
 import io
+import itertools
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
 
@@ -16,7 +17,7 @@ from sqlalchemy.exc import DatabaseError
 from typer.testing import CliRunner
 
 from services.cli import app as cli
-from services.console.audit import AuditLog, AuditQuery, export_csv
+from services.console.audit import AuditLog, AuditQuery, export_csv, head_token
 from services.console.masking import find_unmasked
 from tests.console.conftest import NATIONAL_ID, PASSWORD, PHONE
 
@@ -50,7 +51,7 @@ def test_each_entry_links_to_the_one_before_and_the_chain_verifies(engine: Engin
     log = _filled(engine)
     entries = list(log.entries())
     assert [entry.seq for entry in entries] == [1, 2, 3, 4, 5, 6]
-    assert all(later.prev_hash == earlier.hash for earlier, later in zip(entries, entries[1:]))
+    assert all(later.prev_hash == earlier.hash for earlier, later in itertools.pairwise(entries))
     report = log.verify(head=log.head())
     assert report.intact and report.entries == 6 and report.head_seq == 6
 
@@ -147,6 +148,10 @@ def test_the_cli_creates_the_first_admin_once_unlocks_and_verifies_the_chain(any
     assert verified.exit_code == 0 and "audit log intact: 3 entries" in verified.output, verified.output
 
     engine = create_engine(any_database)
+    seq, digest = AuditLog(engine).head()
+    assert runner.invoke(cli, ["console", "verify-audit", "--head", head_token(seq, digest)], env=env).exit_code == 0
+    ahead = runner.invoke(cli, ["console", "verify-audit", "--head", f"{seq + 5}:{digest}"], env=env)
+    assert ahead.exit_code == 1 and f"before the recorded head {seq + 5}" in ahead.output
     _drop_the_guard(engine)
     with engine.begin() as connection:
         connection.execute(text("UPDATE console_audit_log SET outcome = 'ok' WHERE seq = 2"))
