@@ -35,7 +35,7 @@ from packaging.version import InvalidVersion, Version
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
 PROJECT_PAGE = "https://pypi.org/pypi/{name}/json"
-PROJECT = "cipherstream"  # installed editable, not on PyPI
+PROJECT = "cipherstream"
 EXTRAS = ("dev", "embedded", "postgres")
 
 
@@ -56,16 +56,18 @@ def installed() -> dict[str, str]:
     return {canonicalize_name(dist.metadata["Name"]): dist.version for dist in metadata.distributions()}
 
 
-def requirement_closure(root: str = PROJECT, extras: tuple[str, ...] = EXTRAS) -> set[str]:
+def project_requirements(pyproject: Path = REPO_ROOT / "pyproject.toml", extras: tuple[str, ...] = EXTRAS) -> list[str]:
+    """This checkout's own requirements (not the installed metadata, which may be another checkout's)."""
+    project = tomllib.loads(pyproject.read_text())["project"]
+    return [*project["dependencies"], *(line for extra in extras for line in project["optional-dependencies"].get(extra, []))]
+
+
+def requirement_closure(roots: list[str] | None = None) -> set[str]:
     """The installed packages the project needs, with their own requirements, recursively."""
     needed: set[str] = set()
-    todo: list[tuple[str, tuple[str, ...]]] = [(root, extras)]
+    todo: list[tuple[list[str], tuple[str, ...]]] = [(project_requirements() if roots is None else roots, ())]
     while todo:
-        name, wanted_extras = todo.pop()
-        try:
-            requires = metadata.requires(name) or []
-        except metadata.PackageNotFoundError:
-            continue
+        requires, wanted_extras = todo.pop()
         for line in requires:
             requirement = Requirement(line)
             marker_ok = requirement.marker is None or any(
@@ -73,7 +75,10 @@ def requirement_closure(root: str = PROJECT, extras: tuple[str, ...] = EXTRAS) -
             child = canonicalize_name(requirement.name)
             if marker_ok and child not in needed:
                 needed.add(child)
-                todo.append((child, tuple(requirement.extras)))
+                try:
+                    todo.append((metadata.requires(child) or [], tuple(requirement.extras)))
+                except metadata.PackageNotFoundError:
+                    continue  # not installed: pip-audit cannot see it either; `make install` puts it there
     return needed
 
 
@@ -83,7 +88,8 @@ def run_pip_audit(ignored: dict[str, str]) -> dict:  # type: ignore[type-arg]
         command += ["--ignore-vuln", advisory]
     done = subprocess.run(command, capture_output=True, text=True, timeout=600)  # nosec B603  # fixed arguments
     if not done.stdout.strip():
-        raise SystemExit(f"pip-audit did not run (exit {done.returncode}): {done.stderr.strip()[-2000:]}")
+        last = (done.stderr.strip().splitlines() or ["no output"])[-1]
+        raise SystemExit(f"dependency audit FAILED: pip-audit could not read PyPI's advisory data (exit {done.returncode}): {last}")
     return json.loads(done.stdout)  # type: ignore[no-any-return]
 
 
@@ -154,8 +160,9 @@ def main() -> int:
     ignored, unaudited = audit_settings()
     versions = installed()
     needed = requirement_closure()
-    if not needed:
-        print(f"dependency audit FAILED: {PROJECT} is not installed here (make install)")
+    missing = sorted(name for name in needed if name not in versions)
+    if missing:
+        print(f"dependency audit FAILED: required but not installed: {', '.join(missing)} (make install)")
         return 2
     report = run_pip_audit(ignored)
     report["dependencies"] = [dependency for dependency in report["dependencies"] if canonicalize_name(dependency["name"]) in needed]
