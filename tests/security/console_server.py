@@ -124,10 +124,13 @@ class RunningConsole:
                                 proxy_headers=False, server_header=False, access_log=True, lifespan="on")
         self.server = uvicorn.Server(config)
         self.thread = threading.Thread(target=self.server.run, name="console-under-attack", daemon=True)
+        self.previous_level = logging.NOTSET
 
     def start(self) -> None:
-        logging.getLogger().addHandler(self.log_handler)
-        logging.getLogger().setLevel(min(logging.getLogger().level or logging.INFO, logging.INFO))
+        root = logging.getLogger()
+        self.previous_level = root.level
+        root.addHandler(self.log_handler)
+        root.setLevel(min(root.level, logging.INFO))  # the service logs at INFO: record what it would write
         self.thread.start()
         asyncio.run(wait_until(lambda: self.server.started or not self.thread.is_alive(), timeout_s=60,
                                what="the console to listen"))
@@ -138,6 +141,7 @@ class RunningConsole:
         self.server.should_exit = True
         self.thread.join(timeout=30)
         logging.getLogger().removeHandler(self.log_handler)
+        logging.getLogger().setLevel(self.previous_level)
         self.context.close()
 
     def client(self, user_agent: str = USER_AGENT) -> requests.Session:
