@@ -336,6 +336,17 @@ def test_editing_a_role_or_an_id_in_a_request_is_refused_and_audited(console: Ru
     smuggled = [analyst.request("PUT", "/api/account/greeting", json={"greeting": "hi", "roles": ["admin"]}),
                 analyst.request("PUT", "/api/account/greeting", json={"greeting": "hi", "username": admin.username})]
     assert [answer.status_code for answer in smuggled] == [422, 422]
+    # A campaign id edited in the body, or a campaign of the reviewed file: neither is changed.
+    file_campaign = next(c["campaign_id"] for c in marketer.request("GET", "/api/campaigns").json()["campaigns"]
+                         if c["source"] == "file")
+    before = marketer.request("GET", f"/api/campaigns/{file_campaign}").json()
+    document = {key: value for key, value in before.items() if key != "source"} | {"value": 9999.0}
+    edited_id = marketer.request("PUT", "/api/campaigns/mine", json=document)
+    overwrite = marketer.request("PUT", f"/api/campaigns/{file_campaign}", json=document)
+    assert (edited_id.status_code, overwrite.status_code) == (422, 409)
+    assert marketer.request("GET", f"/api/campaigns/{file_campaign}").json() == before
+    refused = audited(console, "campaign.change_refused", marketer.username, "denied")
+    assert {entry["target"] for entry in refused[:2]} == {"campaign:mine", f"campaign:{file_campaign}"}
     # A forged or altered session cookie opens nothing.
     forged = requests.get(f"{console.base_url}/api/users", cookies={SESSION_COOKIE: analyst.client.cookies[SESSION_COOKIE][:-2] + "xx"},
                           headers={CSRF_HEADER: analyst.client.headers[CSRF_HEADER]}, timeout=30)
