@@ -36,6 +36,7 @@ from sqlalchemy import Boolean, Float, Integer, String, Text, UniqueConstraint, 
 from sqlalchemy.engine import Engine
 from sqlalchemy.orm import Mapped, Session, mapped_column
 
+from services.console.audit import printable
 from services.console.masking import mask_personal_numbers
 from services.console.roles import ROLES, permissions_of
 from services.core.config import Settings
@@ -284,7 +285,7 @@ class Accounts:
             row = session.get(UserRow, username, with_for_update=True) if USERNAME.match(username) else None
             if row is None:
                 _verify(_DUMMY_HASH, password)
-                self._attempt(session, mask_personal_numbers(username)[:128], address, now, "unknown_user")
+                self._attempt(session, printable(username, 128), address, now, "unknown_user")
                 return LoginResult("wrong")
             if row.locked_until_s > now:
                 self._attempt(session, username, address, now, "locked")
@@ -427,7 +428,7 @@ class Accounts:
         return row
 
     def _attempt(self, session: Session, username: str, address: str, now: float, outcome: str) -> None:
-        session.add(LoginAttemptRow(username=username, address=address[:64], at_s=now, outcome=outcome))
+        session.add(LoginAttemptRow(username=username, address=printable(address, 64), at_s=now, outcome=outcome))
 
     def _fail(self, session: Session, row: UserRow, address: str, now: float, outcome: str) -> bool:
         """Record a failure; lock the account when it makes `console_lockout_failures` in the window."""

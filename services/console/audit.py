@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import base64
 import csv
+import dataclasses
 import datetime as dt
 import hashlib
 import io
@@ -172,6 +173,16 @@ _APPEND_ONLY_POSTGRESQL = (
 )
 
 
+def printable(text_: str, limit: int) -> str:
+    """What a caller sent, as it may be stored and searched: printable characters only (PostgreSQL
+    refuses a NUL in text), personal numbers masked, cut to the column's length.
+
+    >>> printable("mallory" + chr(0) + " 13812345678", 64)
+    'mallory 138****5678'
+    """
+    return mask_personal_numbers("".join(c for c in text_ if c.isprintable()))[:limit]
+
+
 def head_token(seq: int, digest: str) -> str:
     """The head as the operational log carries it: `seq:` and the hash in base64, which the log's
     masking of long digit runs leaves intact (a hex hash can hold seven digits in a row).
@@ -231,9 +242,10 @@ class AuditLog:
         if outcome not in OUTCOMES:
             raise ValueError(f"outcome must be one of {OUTCOMES}, not {outcome!r}")
         detail_text = mask_personal_numbers(json.dumps(detail or {}, sort_keys=True, ensure_ascii=False))
-        values = {"at": _iso(now or dt.datetime.now(dt.UTC)), "actor": mask_personal_numbers(actor)[:128],
-                  "action": action[:64], "target": mask_personal_numbers(target)[:256], "customer_id": customer_id,
-                  "address": address[:64], "user_agent": mask_personal_numbers(user_agent)[:256], "outcome": outcome,
+        values = {"at": _iso(now or dt.datetime.now(dt.UTC)), "actor": printable(actor, 128),
+                  "action": printable(action, 64), "target": printable(target, 256),
+                  "customer_id": None if customer_id is None else printable(customer_id, 64),
+                  "address": printable(address, 64), "user_agent": printable(user_agent, 256), "outcome": outcome,
                   "detail": detail_text}
         with self._lock:
             for _ in range(APPEND_ATTEMPTS):
@@ -255,6 +267,8 @@ class AuditLog:
         return AuditEntry(seq=seq, prev_hash=prev_hash, hash=digest, **values)
 
     def search(self, query: AuditQuery) -> list[AuditEntry]:
+        query = dataclasses.replace(query, **{name: printable(getattr(query, name), 128)
+                                              for name in ("actor", "customer_id", "action") if getattr(query, name)})
         statement = select(AuditRow).order_by(AuditRow.seq.desc()).limit(max(1, min(query.limit, 5000)))
         if query.actor:
             statement = statement.where(AuditRow.actor == query.actor)

@@ -26,7 +26,7 @@ def test_stack_has_kafka_kraft_redis_postgres_observability_and_every_service() 
     services = COMPOSE["services"]
     assert services["kafka"]["image"].startswith("apache/kafka:") and "controller" in services["kafka"]["environment"]["KAFKA_PROCESS_ROLES"]
     assert {"redis-bank", "redis-partner", "postgres", "otel-collector", "jaeger", "prometheus", "grafana"} <= set(services)
-    for name in ("ingest", "scoring", "dispatch", "exchange", "reporting", "partner"):
+    for name in ("ingest", "scoring", "dispatch", "exchange", "reporting", "partner", "console"):
         service = services[name]
         assert service["command"][0] == f"services.{name}.app" and service["build"] == "."
         assert service["healthcheck"]["test"] and service["read_only"] is True
