@@ -33,15 +33,14 @@ LEFT_OUT = {("DELETE", "/api/session")}
 LOCKING = {("POST", "/api/customers/{customer_id}/reveal"), ("PUT", "/api/account/password")}
 
 
-@pytest.fixture(scope="module")
-def schema(console: RunningConsole) -> Any:
-    return schemathesis.openapi.from_url(f"{console.base_url}/openapi.json")
-
-
-@pytest.fixture(scope="module")
-def fuzzed_operators(console: RunningConsole) -> dict[str, Operator]:
+@pytest.fixture(scope="module", params=["sqlite", "postgresql"])
+def fuzzed(request: pytest.FixtureRequest) -> tuple[RunningConsole, Any, dict[str, Operator]]:
+    """The console on either engine (text PostgreSQL refuses, such as a NUL, is an engine's own 500),
+    its OpenAPI document as it serves it, and a logged-in user of every role."""
+    console: RunningConsole = request.getfixturevalue("console" if request.param == "sqlite" else "console_on_postgresql")
     feed_customer(console)
-    return {role: console.create_operator(role) for role in ROLES}
+    return (console, schemathesis.openapi.from_url(f"{console.base_url}/openapi.json"),
+            {role: console.create_operator(role) for role in ROLES})
 
 
 def server_errors(console: RunningConsole, schema: Any, client: requests.Session,
@@ -81,9 +80,10 @@ def server_errors(console: RunningConsole, schema: Any, client: requests.Session
 
 @pytest.mark.slow
 @pytest.mark.parametrize("role", [*ROLES, "logged_out"])
-def test_no_operation_answers_a_server_error_for_any_role(console: RunningConsole, schema: Any,
-                                                          fuzzed_operators: dict[str, Operator], role: str) -> None:
-    client = console.client() if role == "logged_out" else fuzzed_operators[role].client
+def test_no_operation_answers_a_server_error_for_any_role(fuzzed: tuple[RunningConsole, Any, dict[str, Operator]],
+                                                          role: str) -> None:
+    console, schema, operators = fuzzed
+    client = console.client() if role == "logged_out" else operators[role].client
     whoami: list[int | list[str]] = []
 
     def still_this_role() -> None:  # every request so far was made as this role (or as nobody)
