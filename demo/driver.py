@@ -147,7 +147,7 @@ def _campaign_report(port: int, decided: int, timeout_s: float = 30.0) -> dict: 
     deadline = time.monotonic() + timeout_s
     report: dict = {}  # type: ignore[type-arg]
     while time.monotonic() < deadline:
-        with urllib.request.urlopen(f"http://127.0.0.1:{port}/campaigns/report", timeout=5) as answer:
+        with urllib.request.urlopen(f"http://127.0.0.1:{port}/campaigns/report", timeout=5) as answer:  # nosec B310  # a fixed http:// URL on loopback
             report = json.loads(answer.read())["campaigns"]
         counted = sum(totals["offered"] + totals["suppressed"] for totals in campaign_totals(report).values())
         if counted >= decided:

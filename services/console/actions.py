@@ -218,7 +218,9 @@ def put_campaign(request: Request, operator: Operator, campaign_id: str, documen
         raise ActionError(409, f"campaign {campaign_id!r} is defined in the campaigns file; change it there")
     if not isinstance(document, dict):
         raise ActionError(422, "body must be a JSON object (one campaign)")
-    if document.setdefault("campaign_id", campaign_id) != campaign_id:
+    if document.setdefault("campaign_id", campaign_id) != campaign_id:  # an id edited to reach another campaign
+        audit(request, "campaign.change_refused", target=f"campaign:{campaign_id}", outcome="denied",
+              detail={"reason": "campaign_id differs from the path", "campaign_id": str(document["campaign_id"])[:64]})
         raise ActionError(422, "campaign_id: differs from the one in the path")
     try:
         parsed = Campaign.model_validate(document)

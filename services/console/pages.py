@@ -142,7 +142,7 @@ def setup_totp(request: Request, operator: Annotated[Operator, Depends(require(N
 
 
 @router.post("/account/setup")
-def setup_submit(request: Request, operator: Annotated[Operator, Depends(require(None, setup=True))],
+def setup_submit(request: Request, operator: Annotated[Operator, Depends(require(None, setup=True))],  # nosec B107  # "": keep the password
                  greeting: Annotated[str, Form(max_length=100)], code: Annotated[str, Form(max_length=6)],
                  new_password: Annotated[str, Form(max_length=256)] = "") -> Response:
     try:

@@ -19,7 +19,9 @@ from __future__ import annotations
 
 import hmac
 import json
+import re
 import secrets
+import urllib.parse
 from collections.abc import Awaitable, Callable, MutableMapping
 from dataclasses import dataclass
 from typing import Any
@@ -130,7 +132,8 @@ def _resolve(request: Request) -> Operator:
     caller = caller_of(request)
     resolved = context.sessions.resolve(token, caller.client_hash)
     if isinstance(resolved, Ended):
-        if resolved.reason in ("client_changed", "expired"):
+        # A cookie replayed from elsewhere, after logout or expiry, or forged: each is audited.
+        if resolved.reason in ("client_changed", "expired", "ended", "unknown"):
             audit(request, f"session.{resolved.reason}", actor=resolved.username or "anonymous", outcome="denied",
                   target=f"{request.method} {request.url.path}")
         raise ConsoleRefusal("login", 401, "your session has ended: log in again" if resolved.username else "log in first")
@@ -280,22 +283,32 @@ class GuardMiddleware:
         headers = {key.decode().lower(): value.decode() for key, value in scope["headers"]}
         length = headers.get("content-length", "0")
         if not length.isdigit() or int(length) > MAX_BODY_BYTES:
-            await _refuse(send, 413, f"request body over {MAX_BODY_BYTES} bytes" if length.isdigit() else "bad Content-Length")
+            await _refuse(send, 413, f"request body over {MAX_BODY_BYTES} bytes" if length.isdigit() else "bad Content-Length",
+                          scope, headers)
+            return
+        if traverses(scope.get("raw_path") or scope["path"].encode()):
+            await _refuse(send, 400, "a path may not climb out of its folder (..)", scope, headers)
             return
         has_csrf_cookie = f"{CSRF_COOKIE}=" in headers.get("cookie", "")
         preset = secrets.token_urlsafe(32)
         scope.setdefault("state", {})["preset_csrf"] = preset
         received = 0
+        overrun = False
 
         async def limited_receive() -> Message:
-            nonlocal received
+            nonlocal received, overrun
             message = await receive()
             received += len(message.get("body", b""))
             if received > MAX_BODY_BYTES:  # chunked bodies carry no Content-Length
+                overrun = True
                 raise ConsoleRefusal("too_large", 413, f"request body over {MAX_BODY_BYTES} bytes")
             return message
 
         async def guarded_send(message: Message) -> None:
+            if overrun:  # FastAPI answers a body it could not read with its own 400: ours is the answer
+                if message["type"] == "http.response.start":
+                    await _refuse(send, 413, f"request body over {MAX_BODY_BYTES} bytes", scope, headers)
+                return
             if message["type"] == "http.response.start":
                 response_headers = MutableHeaders(raw=message["headers"])
                 for name, value in SECURITY_HEADERS.items():
@@ -309,10 +322,34 @@ class GuardMiddleware:
         try:
             await self.app(scope, limited_receive, guarded_send)
         except ConsoleRefusal as refusal:
-            await _refuse(send, refusal.status, refusal.detail)
+            await _refuse(send, refusal.status, refusal.detail, scope, headers)
 
 
-async def _refuse(send: Send, status: int, detail: str) -> None:
+_TRAVERSAL = re.compile(r"(?:^|[/\\])\.\.(?:[/\\]|$)")
+
+
+def traverses(raw_path: bytes) -> bool:
+    """Whether a request path climbs out of its folder, however its dots and slashes are encoded.
+
+    >>> traverses(b"/static/console.css"), traverses(b"/static/..%2f..%2fetc/passwd"), traverses(b"/s/%252e%252e/x")
+    (False, True, True)
+    """
+    path = raw_path.decode("latin-1")
+    for _ in range(3):  # double and triple encoding: %252e is %2e is .
+        path = urllib.parse.unquote(path)
+    return bool(_TRAVERSAL.search(path))
+
+
+async def _refuse(send: Send, status: int, detail: str, scope: Scope | None = None,
+                  headers: dict[str, str] | None = None) -> None:
+    """Answer a request the guard stops before any route and, given the request, audit the refusal."""
+    if scope is not None and headers is not None:
+        context: ConsoleContext = scope["app"].state.console
+        client = scope.get("client") or ("", 0)
+        path = (scope.get("raw_path") or scope["path"].encode()).decode("latin-1")[:512]
+        await run_in_threadpool(context.audit.append, actor="anonymous", action="request.refused", outcome="denied",
+                                target=f"{scope['method']} {path}", address=client[0],
+                                user_agent=headers.get("user-agent", "")[:256], detail={"status": status, "reason": detail})
     body = json.dumps({"error": detail}).encode()
     await send({"type": "http.response.start", "status": status,
                 "headers": [(b"content-type", b"application/json"), (b"content-length", str(len(body)).encode()),

@@ -138,7 +138,7 @@ def _advance_sequences(connection: Any, metadata: MetaData) -> None:
             serial = column.autoincrement is True or (column.autoincrement == "auto" and len(table.primary_key.columns) == 1)
             if serial and isinstance(column.type, Integer):  # a text key (campaign id) has no sequence
                 connection.execute(text(
-                    f"SELECT setval(pg_get_serial_sequence('{table.name}', '{column.name}'), "
+                    f"SELECT setval(pg_get_serial_sequence('{table.name}', '{column.name}'), "  # nosec B608  # names from our own table metadata
                     f"COALESCE((SELECT MAX({column.name}) FROM {table.name}), 0) + 1, false)"))
 
 

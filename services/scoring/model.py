@@ -183,7 +183,7 @@ class ProductModel:
     @classmethod
     def from_bytes(cls, checkpoint: bytes) -> ProductModel:
         # Only checkpoints from our own registry are ever loaded (pickle trusts its input).
-        model = pickle.loads(checkpoint)
+        model = pickle.loads(checkpoint)  # nosec B301  # only our own registry's checkpoints
         if not isinstance(model, cls):
             raise TypeError(f"checkpoint holds {type(model).__name__}, not a {cls.__name__}")
         return model
