@@ -28,16 +28,7 @@ import numpy as np
 from services.core.avro import AvroCodec, SchemaStore
 from services.core.config import REPO_ROOT
 from services.crypto.paillier import PaillierPrivateKey, generate_keypair
-from services.models.contract import (
-    Row,
-    check_label,
-    check_labels,
-    check_matrix,
-    check_row,
-    checkpoint_bytes,
-    proba,
-    restore_checkpoint,
-)
+from services.models.contract import Row, check_label, check_labels, check_matrix, check_row, checkpoint_bytes, proba, restore_checkpoint
 from services.models.fedlr import DEFAULT_MIN_BATCH_SIZE, BankParty, PartnerParty, train_federated
 from services.models.preparation import Preparation
 from services.models.wire import Wire

@@ -28,16 +28,7 @@ import numpy as np
 from services.core.avro import AvroCodec, SchemaStore
 from services.core.config import REPO_ROOT
 from services.crypto.paillier import PaillierPrivateKey, generate_keypair
-from services.models.contract import (
-    Row,
-    check_label,
-    check_labels,
-    check_matrix,
-    check_row,
-    checkpoint_bytes,
-    proba,
-    restore_checkpoint,
-)
+from services.models.contract import Row, check_label, check_labels, check_matrix, check_row, checkpoint_bytes, proba, restore_checkpoint
 from services.models.secureboost import BankParty, BankTrees, BoostingParameters, PartnerParty, SplitTable, train_secureboost
 from services.models.secureboost.tree import bits_from_bitmaps
 from services.models.wire import Wire

@@ -18,16 +18,7 @@ import numpy as np
 from river import compose, drift, linear_model, metrics, optim, preprocessing
 
 from services.models.bank_features import FEATURE_NAMES
-from services.models.contract import (
-    Row,
-    check_label,
-    check_labels,
-    check_matrix,
-    check_row,
-    checkpoint_bytes,
-    proba,
-    restore_checkpoint,
-)
+from services.models.contract import Row, check_label, check_labels, check_matrix, check_row, checkpoint_bytes, proba, restore_checkpoint
 from services.protocol.stream_messages import ReasonCode
 
 REASONS_PER_SCORE = 3
