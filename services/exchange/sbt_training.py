@@ -12,21 +12,18 @@ from __future__ import annotations
 
 import asyncio
 import datetime as dt
-import secrets
 import socket
 import time
 from dataclasses import asdict
 
 import redis.asyncio as aioredis
 
-from services.core.avro import AvroCodec, SchemaStore
 from services.core.config import Settings
-from services.exchange.training import REPLY_TIMEOUT_S, LabelledRow, TrainingResult, training_rows
+from services.exchange.training import REPLY_TIMEOUT_S, LabelledRow, TrainingResult, new_run, training_rows
 from services.models.bank_features import FEATURE_NAMES
 from services.models.registry import ModelRegistry
 from services.models.secureboost import BankParty, BoostingParameters
 from services.models.secureboost.serving import SbtBankHalf, secureboost_model_name
-from services.protocol.channel import ExchangeChannel
 from services.protocol.exchange import MAX_PAYLOAD_BYTES
 from services.protocol.exchange_messages import SbtHistograms, SbtSplitRows
 
@@ -43,10 +40,8 @@ async def train_secureboost_over_exchange(
     data = await training_rows(redis, settings.redis_key_prefix, product, history)
     params = parameters or BoostingParameters()
     bank = BankParty(data.join_ids, data.labels, data.features, params)
-    run_id = secrets.token_hex(16)
     model_name = secureboost_model_name(product)
-    version_label = f"{model_name}@{run_id[:12]}"
-    exchange = ExchangeChannel(settings, AvroCodec(SchemaStore(settings.schema_dir)))
+    run_id, version_label, exchange = new_run(settings, model_name)
     await exchange.start()
     try:
         for chunk in bank.start(model_name, version_label).chunks(MAX_START_IDS):

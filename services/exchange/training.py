@@ -91,6 +91,13 @@ async def training_rows(redis: aioredis.Redis, key_prefix: str, product: str, hi
                         np.array([row.label for _, row in rows], dtype=np.float64))
 
 
+def new_run(settings: Settings, model_name: str) -> tuple[str, str, ExchangeChannel]:
+    """A training run's id (what the partner's answers are matched by), the version label both halves
+    are filed under, and the (not yet started) channel it runs over."""
+    run_id = secrets.token_hex(16)
+    return run_id, f"{model_name}@{run_id[:12]}", ExchangeChannel(settings, AvroCodec(SchemaStore(settings.schema_dir)))
+
+
 async def train_federated_over_exchange(
     settings: Settings, redis: aioredis.Redis, registry: ModelRegistry, product: str, history: list[LabelledRow], *,
     mode: Mode = "minibatch", epochs: int = DEFAULT_MAX_EPOCHS, batch_size: int | None = None,
@@ -103,10 +110,8 @@ async def train_federated_over_exchange(
     data = await training_rows(redis, settings.redis_key_prefix, product, history)
     join_ids = data.join_ids
     bank = BankParty(join_ids, data.labels, data.features, learning_rate=learning_rate)
-    run_id = secrets.token_hex(16)
     model_name = federated_model_name(product)
-    version_label = f"{model_name}@{run_id[:12]}"
-    exchange = ExchangeChannel(settings, AvroCodec(SchemaStore(settings.schema_dir)))
+    run_id, version_label, exchange = new_run(settings, model_name)
     await exchange.start()
     try:
         await exchange.send(TrainingRun.of(model_name, version_label, join_ids, bank.start()), run_id)
