@@ -12,23 +12,18 @@ from __future__ import annotations
 
 import asyncio
 import datetime as dt
-import secrets
 import socket
 import time
 from dataclasses import asdict
 
-import numpy as np
 import redis.asyncio as aioredis
 
-from services.core.avro import AvroCodec, SchemaStore
 from services.core.config import Settings
-from services.core.errors import ValidationError
-from services.exchange.training import REPLY_TIMEOUT_S, LabelledRow, TrainingResult, aligned_rows
+from services.exchange.training import REPLY_TIMEOUT_S, LabelledRow, TrainingResult, new_run, training_rows
 from services.models.bank_features import FEATURE_NAMES
-from services.models.registry import DataFingerprint, ModelRegistry
+from services.models.registry import ModelRegistry
 from services.models.secureboost import BankParty, BoostingParameters
 from services.models.secureboost.serving import SbtBankHalf, secureboost_model_name
-from services.protocol.channel import ExchangeChannel
 from services.protocol.exchange import MAX_PAYLOAD_BYTES
 from services.protocol.exchange_messages import SbtHistograms, SbtSplitRows
 
@@ -42,17 +37,11 @@ async def train_secureboost_over_exchange(
 ) -> TrainingResult:
     started = time.monotonic()
     started_at = dt.datetime.now(dt.UTC)
-    rows = await aligned_rows(redis, settings.redis_key_prefix, history)
-    if not rows:
-        raise ValidationError(f"no aligned customer in the {len(history)} history rows for {product}", reason="no_rows")
-    join_ids = [join_id for join_id, _ in rows]
-    labels = np.array([row.label for _, row in rows], dtype=np.float64)
+    data = await training_rows(redis, settings.redis_key_prefix, product, history)
     params = parameters or BoostingParameters()
-    bank = BankParty(join_ids, labels, np.vstack([row.features for _, row in rows]), params)
-    run_id = secrets.token_hex(16)
+    bank = BankParty(data.join_ids, data.labels, data.features, params)
     model_name = secureboost_model_name(product)
-    version_label = f"{model_name}@{run_id[:12]}"
-    exchange = ExchangeChannel(settings, AvroCodec(SchemaStore(settings.schema_dir)))
+    run_id, version_label, exchange = new_run(settings, model_name)
     await exchange.start()
     try:
         for chunk in bank.start(model_name, version_label).chunks(MAX_START_IDS):
@@ -74,15 +63,13 @@ async def train_secureboost_over_exchange(
         await exchange.stop()
         bank.close()
     half = SbtBankHalf(product, bank.model, version_label)
-    fingerprint = DataFingerprint("")
-    for (_, row) in rows:
-        fingerprint.update(row.features.tolist(), bool(row.label))
+    fingerprint = data.fingerprint()
     version = registry.register(
         model_name=model_name, algorithm=f"federated SecureBoost ({params.loss}, Paillier 2048)",
         parameters={**asdict(params), "partner_version": version_label}, feature_names=[*FEATURE_NAMES, "partner_features"],
-        rows_learned=len(rows), iterations=params.trees, fingerprint=fingerprint, operator=operator,
+        rows_learned=len(data.join_ids), iterations=params.trees, fingerprint=fingerprint, operator=operator,
         started_at=started_at, metrics={f"{params.loss}_last_tree": bank.tree_losses[-1]}, checkpoint=half.to_bytes(),
     )
     registry.record_deployment(version.service_number, operator=operator, target=socket.gethostname())
-    return TrainingResult(version, len(rows), int(labels.sum()), params.trees, False, time.monotonic() - started,
+    return TrainingResult(version, len(data.join_ids), int(data.labels.sum()), params.trees, False, time.monotonic() - started,
                           list(bank.tree_losses))

@@ -68,6 +68,36 @@ async def aligned_rows(redis: aioredis.Redis, key_prefix: str, rows: list[Labell
     return [(join_id.decode(), row) for join_id, row in zip(join_ids, rows) if join_id]
 
 
+@dataclass(frozen=True)
+class TrainingRows:
+    """The aligned history a training job runs on: join ids, features (FEATURE_NAMES order), 0/1 labels."""
+    join_ids: list[str]
+    features: np.ndarray
+    labels: np.ndarray  # float64
+
+    def fingerprint(self) -> DataFingerprint:
+        fingerprint = DataFingerprint("")
+        for features, label in zip(self.features, self.labels):
+            fingerprint.update(features.tolist(), bool(label))
+        return fingerprint
+
+
+async def training_rows(redis: aioredis.Redis, key_prefix: str, product: str, history: list[LabelledRow]) -> TrainingRows:
+    """`product`'s history rows whose customer PSI aligned, or a ValidationError when none did."""
+    rows = await aligned_rows(redis, key_prefix, history)
+    if not rows:
+        raise ValidationError(f"no aligned customer in the {len(history)} history rows for {product}", reason="no_rows")
+    return TrainingRows([join_id for join_id, _ in rows], np.vstack([row.features for _, row in rows]),
+                        np.array([row.label for _, row in rows], dtype=np.float64))
+
+
+def new_run(settings: Settings, model_name: str) -> tuple[str, str, ExchangeChannel]:
+    """A training run's id (what the partner's answers are matched by), the version label both halves
+    are filed under, and the (not yet started) channel it runs over."""
+    run_id = secrets.token_hex(16)
+    return run_id, f"{model_name}@{run_id[:12]}", ExchangeChannel(settings, AvroCodec(SchemaStore(settings.schema_dir)))
+
+
 async def train_federated_over_exchange(
     settings: Settings, redis: aioredis.Redis, registry: ModelRegistry, product: str, history: list[LabelledRow], *,
     mode: Mode = "minibatch", epochs: int = DEFAULT_MAX_EPOCHS, batch_size: int | None = None,
@@ -77,17 +107,11 @@ async def train_federated_over_exchange(
     partner, batches of `batch_size` rows (None: fedlr's `default_batch_size`)."""
     started = time.monotonic()
     started_at = dt.datetime.now(dt.UTC)
-    rows = await aligned_rows(redis, settings.redis_key_prefix, history)
-    if not rows:
-        raise ValidationError(f"no aligned customer in the {len(history)} history rows for {product}", reason="no_rows")
-    join_ids = [join_id for join_id, _ in rows]
-    features = np.vstack([row.features for _, row in rows])
-    labels = np.array([row.label for _, row in rows], dtype=np.float64)
-    bank = BankParty(join_ids, labels, features, learning_rate=learning_rate)
-    run_id = secrets.token_hex(16)
+    data = await training_rows(redis, settings.redis_key_prefix, product, history)
+    join_ids = data.join_ids
+    bank = BankParty(join_ids, data.labels, data.features, learning_rate=learning_rate)
     model_name = federated_model_name(product)
-    version_label = f"{model_name}@{run_id[:12]}"
-    exchange = ExchangeChannel(settings, AvroCodec(SchemaStore(settings.schema_dir)))
+    run_id, version_label, exchange = new_run(settings, model_name)
     await exchange.start()
     try:
         await exchange.send(TrainingRun.of(model_name, version_label, join_ids, bank.start()), run_id)
@@ -111,18 +135,16 @@ async def train_federated_over_exchange(
         await exchange.stop()
         bank.close()
     half = BankHalf(product, bank.weights.copy(), bank.preparation, bank.bias, version_label)
-    fingerprint = DataFingerprint("")
-    for (_, row) in rows:
-        fingerprint.update(row.features.tolist(), bool(row.label))
+    fingerprint = data.fingerprint()
     version = registry.register(
         model_name=model_name, algorithm=f"federated logistic regression ({mode}, Paillier 2048)",
         parameters={"learning_rate": learning_rate, "learning_rate_decay": bank.learning_rate_decay,
                     "batch_size": batch_rows, "max_epochs": epochs, "mode": mode, "partner_version": version_label,
                     "min_batch_size": bank.min_batch_size, "bank_preparation": bank.preparation.describe()},
-        feature_names=[*FEATURE_NAMES, "partner_features"], rows_learned=len(rows), iterations=len(bank.epoch_losses),
+        feature_names=[*FEATURE_NAMES, "partner_features"], rows_learned=len(join_ids), iterations=len(bank.epoch_losses),
         fingerprint=fingerprint, operator=operator, started_at=started_at,
         metrics={"log_loss_last_epoch": bank.epoch_losses[-1], "converged": converged}, checkpoint=half.to_bytes(),
     )
     registry.record_deployment(version.service_number, operator=operator, target=socket.gethostname())
-    return TrainingResult(version, len(rows), int(labels.sum()), len(bank.epoch_losses), converged,
+    return TrainingResult(version, len(join_ids), int(data.labels.sum()), len(bank.epoch_losses), converged,
                           time.monotonic() - started, list(bank.epoch_losses))

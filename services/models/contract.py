@@ -13,7 +13,8 @@ Unlike river's, `predict_proba_many` returns P(True) per row as a numpy vector, 
 | federated SecureBoost, both parties in one process | `SecureBoostModel` | services/models/secureboost_model.py |
 | customer style types | `Segmenter` | services/models/segmenter.py |
 
-Every model also checkpoints itself (`to_bytes`, `from_bytes`) for the registry, and refuses
+Every model also checkpoints itself (`to_bytes`, `from_bytes`, through `checkpoint_bytes` and
+`restore_checkpoint`) for the registry, and refuses
 malformed input with a `ValidationError` that names the problem: the wrong feature names, a value
 that is not a finite number (NaN passes where the model takes missing values: SecureBoost), a
 label other than 0 or 1. The checks are the functions below, so
@@ -36,8 +37,9 @@ services.core.errors.ValidationError: a label must be 0 or 1 (or False or True),
 from __future__ import annotations
 
 import math
+import pickle
 from collections.abc import Mapping, Sequence
-from typing import Any, Protocol, Self, runtime_checkable
+from typing import Any, Protocol, Self, TypeVar, runtime_checkable
 
 import numpy as np
 
@@ -47,6 +49,7 @@ Row = Mapping[str, float]
 WRONG_FEATURES = "wrong_features"
 NOT_A_NUMBER = "not_a_number"
 BAD_LABEL = "bad_label"
+_M = TypeVar("_M")
 
 
 @runtime_checkable
@@ -86,6 +89,20 @@ class Clusterer(Model, Protocol):
     def learn_many(self, X: np.ndarray) -> None: ...
 
     def predict_many(self, X: np.ndarray) -> np.ndarray: ...
+
+
+def checkpoint_bytes(model: object) -> bytes:
+    """A model's checkpoint for the registry: the model pickled."""
+    return pickle.dumps(model)
+
+
+def restore_checkpoint(checkpoint: bytes, cls: type[_M]) -> _M:
+    """The `cls` model a checkpoint holds, or a TypeError naming what it holds instead."""
+    # Only checkpoints from our own registry are ever loaded (pickle trusts its input).
+    model = pickle.loads(checkpoint)  # nosec B301  # only our own registry's checkpoints
+    if not isinstance(model, cls):
+        raise TypeError(f"checkpoint holds {type(model).__name__}, not a {cls.__name__}")
+    return model
 
 
 def check_row(x: Any, feature_names: Sequence[str], *, missing: bool = False) -> np.ndarray:

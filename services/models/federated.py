@@ -86,14 +86,10 @@ class LiveFederated:
 
     @property
     def label(self) -> str:
-        return f"{self.version.model_name}@v{self.version.version}"
+        return self.version.label
 
 
 def load_federated(registry: ModelRegistry, products: tuple[str, ...]) -> dict[str, LiveFederated]:
     """The latest federated half per product, where one has been trained."""
-    live = {}
-    for product in products:
-        latest = registry.latest(federated_model_name(product))
-        if latest is not None and latest[1]:
-            live[product] = LiveFederated(BankHalf.from_bytes(latest[1]), latest[0])
-    return live
+    return {product: LiveFederated(BankHalf.from_bytes(checkpoint), version)
+            for product, (version, checkpoint) in registry.latest_per_product(products, federated_model_name).items()}

@@ -19,7 +19,7 @@ import hashlib
 import json
 import logging
 import secrets
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -115,6 +115,11 @@ class ModelVersion:
     parameters: dict[str, Any]
     algorithm: str = ""
     metrics: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def label(self) -> str:
+        """How a score names the version that made it."""
+        return f"{self.model_name}@v{self.version}"
 
 
 @dataclass(frozen=True)
@@ -323,6 +328,16 @@ class ModelRegistry:
                 .order_by(ModelVersionRow.version.desc()).limit(1)
             )
             return (_version(row), row.checkpoint) if row else None
+
+    def latest_per_product(self, products: Iterable[str],
+                           model_name: Callable[[str], str]) -> dict[str, tuple[ModelVersion, bytes]]:
+        """Each product's latest version of `model_name(product)` and its checkpoint, where one has been trained."""
+        found = {}
+        for product in products:
+            latest = self.latest(model_name(product))
+            if latest is not None and (checkpoint := latest[1]):
+                found[product] = (latest[0], checkpoint)
+        return found
 
     def version(self, service_number: str) -> ModelVersion | None:
         """The version a score's service number names, or None if no such version was registered."""

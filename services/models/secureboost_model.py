@@ -19,7 +19,6 @@ True
 """
 from __future__ import annotations
 
-import pickle
 import random
 from collections.abc import Sequence
 from typing import Self
@@ -29,7 +28,7 @@ import numpy as np
 from services.core.avro import AvroCodec, SchemaStore
 from services.core.config import REPO_ROOT
 from services.crypto.paillier import PaillierPrivateKey, generate_keypair
-from services.models.contract import Row, check_label, check_labels, check_matrix, check_row, proba
+from services.models.contract import Row, check_label, check_labels, check_matrix, check_row, checkpoint_bytes, proba, restore_checkpoint
 from services.models.secureboost import BankParty, BankTrees, BoostingParameters, PartnerParty, SplitTable, train_secureboost
 from services.models.secureboost.tree import bits_from_bitmaps
 from services.models.wire import Wire
@@ -81,15 +80,11 @@ class SecureBoostModel:
         return self._predict(check_matrix(X, self.feature_names, missing=True))
 
     def to_bytes(self) -> bytes:
-        return pickle.dumps(self)
+        return checkpoint_bytes(self)
 
     @classmethod
     def from_bytes(cls, checkpoint: bytes) -> Self:
-        # Only checkpoints we wrote ourselves are ever loaded (pickle trusts its input).
-        model = pickle.loads(checkpoint)  # nosec B301  # only our own registry's checkpoints
-        if not isinstance(model, cls):
-            raise TypeError(f"checkpoint holds {type(model).__name__}, not a {cls.__name__}")
-        return model
+        return restore_checkpoint(checkpoint, cls)
 
     def __getstate__(self) -> dict[str, object]:
         # The key and the codec are made again where the model is loaded; the key never leaves.

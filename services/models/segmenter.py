@@ -59,7 +59,6 @@ Two kinds of customer, young and on the app, older and in the branch with a mort
 from __future__ import annotations
 
 import math
-import pickle
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any, Self
@@ -68,7 +67,7 @@ import numpy as np
 from river import cluster
 
 from services.models.bank_features import FEATURE_NAMES, PRODUCTS
-from services.models.contract import Row, check_matrix, check_row
+from services.models.contract import Row, check_matrix, check_row, checkpoint_bytes, restore_checkpoint
 from services.protocol.stream_messages import TRIGGER_EVENT_TYPES, UNASSIGNED_STYLE_NAME, UNASSIGNED_STYLE_TYPE
 
 STYLE_MODEL_NAME = "style_types"
@@ -328,15 +327,11 @@ class Segmenter:
         return found
 
     def to_bytes(self) -> bytes:
-        return pickle.dumps(self)
+        return checkpoint_bytes(self)
 
     @classmethod
     def from_bytes(cls, checkpoint: bytes) -> Self:
-        # Only checkpoints from our own registry are ever loaded (pickle trusts its input).
-        model = pickle.loads(checkpoint)  # nosec B301  # only our own registry's checkpoints
-        if not isinstance(model, cls):
-            raise TypeError(f"checkpoint holds {type(model).__name__}, not a {cls.__name__}")
-        return model
+        return restore_checkpoint(checkpoint, cls)
 
     # --- names -------------------------------------------------------------------------------------------
     def type_of(self, style_id: int) -> StyleType:

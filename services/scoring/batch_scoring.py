@@ -35,7 +35,7 @@ def score_batch(events: Sequence[CustomerEvent], profiles: Sequence[CustomerProf
         if fallback is None:
             propensities, contributions = model.model.predict_batch(features)
             version = model.version
-            labels = [f"{version.model_name}@v{version.version}"] * len(events)
+            labels = [version.label] * len(events)
             numbers = [version.service_number] * len(events)
             reasons = top_reasons_batch(contributions)
         else:

@@ -53,7 +53,7 @@ class Fallback:
 
     @property
     def label(self) -> str:
-        return f"{self.version.model_name}@v{self.version.version}"
+        return self.version.label
 
 
 def bank_parameters(model: ProductModel) -> dict[str, object]:

@@ -11,7 +11,6 @@ verbs, plus `learn` and `predict_batch`, the array forms scoring calls.
 from __future__ import annotations
 
 import math
-import pickle
 from collections import deque
 from dataclasses import dataclass, field
 
@@ -19,7 +18,7 @@ import numpy as np
 from river import compose, drift, linear_model, metrics, optim, preprocessing
 
 from services.models.bank_features import FEATURE_NAMES
-from services.models.contract import Row, check_label, check_labels, check_matrix, check_row, proba
+from services.models.contract import Row, check_label, check_labels, check_matrix, check_row, checkpoint_bytes, proba, restore_checkpoint
 from services.protocol.stream_messages import ReasonCode
 
 REASONS_PER_SCORE = 3
@@ -178,15 +177,11 @@ class ProductModel:
         return float(np.max(np.abs(gaps)))
 
     def to_bytes(self) -> bytes:
-        return pickle.dumps(self)
+        return checkpoint_bytes(self)
 
     @classmethod
     def from_bytes(cls, checkpoint: bytes) -> ProductModel:
-        # Only checkpoints from our own registry are ever loaded (pickle trusts its input).
-        model = pickle.loads(checkpoint)  # nosec B301  # only our own registry's checkpoints
-        if not isinstance(model, cls):
-            raise TypeError(f"checkpoint holds {type(model).__name__}, not a {cls.__name__}")
-        return model
+        return restore_checkpoint(checkpoint, cls)
 
 
 def top_reasons(contributions: np.ndarray, count: int = REASONS_PER_SCORE) -> list[tuple[str, float]]:

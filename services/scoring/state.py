@@ -20,6 +20,7 @@ partner's partial scores and its SecureBoost split decisions for it.
 from __future__ import annotations
 
 import json
+from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
@@ -75,24 +76,21 @@ class ScoringState:
 
     async def partial_scores(self, join_ids: list[bytes | None]) -> list[PartialScoresOf]:
         """The partner's partial scores of each aligned customer, {} for the others."""
-        aligned = [index for index, join_id in enumerate(join_ids) if join_id]
-        found: list[PartialScoresOf] = [{} for _ in join_ids]
-        if aligned:
-            pipeline = self.redis.pipeline(transaction=False)
-            for index in aligned:
-                pipeline.hgetall(self.bank_keys.partial(join_ids[index].decode()))  # type: ignore[union-attr]
-            for index, stored in zip(aligned, await pipeline.execute()):
-                found[index] = {model.decode(): value.decode() for model, value in stored.items()}
-        return found
+        return await self._hashes_of_aligned(join_ids, self.bank_keys.partial)
 
     async def split_decisions(self, join_ids: list[bytes | None]) -> list[dict[str, str]]:
         """The partner's SecureBoost split decisions of each aligned customer, {} for the others."""
+        return await self._hashes_of_aligned(join_ids, self.bank_keys.sbt)
+
+    async def _hashes_of_aligned(self, join_ids: list[bytes | None], key: Callable[[str], str]) -> list[dict[str, str]]:
+        """The hash at `key(join id)` of each aligned customer (model name -> value), {} for the others;
+        one round trip."""
         aligned = [index for index, join_id in enumerate(join_ids) if join_id]
         found: list[dict[str, str]] = [{} for _ in join_ids]
         if aligned:
             pipeline = self.redis.pipeline(transaction=False)
             for index in aligned:
-                pipeline.hgetall(self.bank_keys.sbt(join_ids[index].decode()))  # type: ignore[union-attr]
+                pipeline.hgetall(key(join_ids[index].decode()))  # type: ignore[union-attr]
             for index, stored in zip(aligned, await pipeline.execute()):
                 found[index] = {model.decode(): value.decode() for model, value in stored.items()}
         return found

@@ -1,11 +1,10 @@
 """The console under test: its own fresh database (SQLite, and PostgreSQL where a test takes
-`any_database`), a clock the test moves, users of every role, and after every test the check that no
+`empty_database_url`), a clock the test moves, users of every role, and after every test the check that no
 response body and no log line it produced holds an unmasked phone, national id or card number."""
 from __future__ import annotations
 
 import logging
 import time
-import uuid
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -14,8 +13,6 @@ from typing import Any
 import pytest
 from fastapi import FastAPI
 from fastapi.testclient import TestClient
-from sqlalchemy import create_engine, text
-from sqlalchemy.engine import make_url
 
 from services.console.accounts import current_code
 from services.console.app import create_app
@@ -35,27 +32,9 @@ CARD = "6222021234567890123"
 CUSTOMER = "C0000001"
 
 
-def fresh_database(request: pytest.FixtureRequest, tmp_path: Path, kind: str) -> str:
-    if kind == "sqlite":
-        return f"sqlite:///{tmp_path / 'console.db'}"
-    server_url: str = request.getfixturevalue("postgres_url")
-    name = f"console_{uuid.uuid4().hex[:10]}"
-    admin = create_engine(server_url, isolation_level="AUTOCOMMIT")
-    with admin.connect() as connection:
-        connection.execute(text(f'CREATE DATABASE "{name}"'))
-    admin.dispose()
-    return make_url(server_url).set(database=name).render_as_string(hide_password=False)
-
-
-@pytest.fixture(params=["sqlite", "postgresql"])
-def any_database(request: pytest.FixtureRequest, tmp_path: Path) -> str:
-    """A database with no console tables yet, on SQLite and on PostgreSQL."""
-    return fresh_database(request, tmp_path, request.param)
-
-
 @pytest.fixture
-def sqlite_database(request: pytest.FixtureRequest, tmp_path: Path) -> str:
-    return fresh_database(request, tmp_path, "sqlite")
+def sqlite_database(tmp_path: Path) -> str:
+    return f"sqlite:///{tmp_path / 'console.db'}"
 
 
 def console_settings(database_url: str, **overrides: Any) -> Settings:
@@ -237,9 +216,9 @@ def console(sqlite_database: str, personal_numbers_stay_masked: Seen) -> Iterato
 
 
 @pytest.fixture
-def console_anywhere(any_database: str, personal_numbers_stay_masked: Seen) -> Iterator[Console]:
+def console_anywhere(empty_database_url: str, personal_numbers_stay_masked: Seen) -> Iterator[Console]:
     """The console on SQLite and on PostgreSQL."""
-    opened = open_console(any_database, personal_numbers_stay_masked)
+    opened = open_console(empty_database_url, personal_numbers_stay_masked)
     yield opened
     opened.context.close()
 

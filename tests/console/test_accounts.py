@@ -13,8 +13,8 @@ from tests.console.conftest import PASSWORD, Clock, console_settings
 
 
 @pytest.fixture
-def engine(any_database: str) -> Iterator[Engine]:
-    made = create_engine(any_database)
+def engine(empty_database_url: str) -> Iterator[Engine]:
+    made = create_engine(empty_database_url)
     yield made
     made.dispose()
 

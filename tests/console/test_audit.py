@@ -23,8 +23,8 @@ from tests.console.conftest import NATIONAL_ID, PASSWORD, PHONE
 
 
 @pytest.fixture
-def engine(any_database: str) -> Iterator[Engine]:
-    made = create_engine(any_database)
+def engine(empty_database_url: str) -> Iterator[Engine]:
+    made = create_engine(empty_database_url)
     yield made
     made.dispose()
 
@@ -97,8 +97,8 @@ def test_verify_names_an_edited_removed_reordered_or_cut_off_entry(engine: Engin
         assert AuditLog(engine).verify().intact  # without the recorded head a clean cut is invisible: keep the head
 
 
-def test_two_replicas_appending_at_once_keep_one_unbroken_chain(any_database: str) -> None:
-    replicas = [create_engine(any_database) for _ in range(2)]
+def test_two_replicas_appending_at_once_keep_one_unbroken_chain(empty_database_url: str) -> None:
+    replicas = [create_engine(empty_database_url) for _ in range(2)]
     logs = [AuditLog(engine) for engine in replicas]
 
     def append(index: int) -> int:
@@ -133,9 +133,9 @@ def test_search_by_user_customer_action_and_time_and_a_masked_csv_export(engine:
     assert find_unmasked(exported) == [] and "110***********002X" in exported and "138****5678" in exported
 
 
-def test_the_cli_creates_the_first_admin_once_unlocks_and_verifies_the_chain(any_database: str) -> None:
+def test_the_cli_creates_the_first_admin_once_unlocks_and_verifies_the_chain(empty_database_url: str) -> None:
     runner = CliRunner()
-    env = {"KAFKA_BOOTSTRAP_SERVERS": "127.0.0.1:9", "REDIS_URL": "redis://127.0.0.1:9/0", "DATABASE_URL": any_database,
+    env = {"KAFKA_BOOTSTRAP_SERVERS": "127.0.0.1:9", "REDIS_URL": "redis://127.0.0.1:9/0", "DATABASE_URL": empty_database_url,
            "COLUMNS": "200"}
     made = runner.invoke(cli, ["console", "create-admin", "root.admin", "--password-stdin"], input=f"{PASSWORD}\n", env=env)
     assert made.exit_code == 0, made.output
@@ -147,7 +147,7 @@ def test_the_cli_creates_the_first_admin_once_unlocks_and_verifies_the_chain(any
     verified = runner.invoke(cli, ["console", "verify-audit"], env=env)
     assert verified.exit_code == 0 and "audit log intact: 3 entries" in verified.output, verified.output
 
-    engine = create_engine(any_database)
+    engine = create_engine(empty_database_url)
     seq, digest = AuditLog(engine).head()
     assert runner.invoke(cli, ["console", "verify-audit", "--head", head_token(seq, digest)], env=env).exit_code == 0
     ahead = runner.invoke(cli, ["console", "verify-audit", "--head", f"{seq + 5}:{digest}"], env=env)

@@ -1,30 +1,12 @@
 """Workers that start together race to create the SQL tables; none of them may fail for it."""
 from __future__ import annotations
 
-import uuid
 from concurrent.futures import ThreadPoolExecutor
-from pathlib import Path
 
-import pytest
-from sqlalchemy import create_engine, inspect, text
-from sqlalchemy.engine import make_url
+from sqlalchemy import create_engine, inspect
 
 from services.campaigns.store import CampaignStore
 from services.models.registry import ModelRegistry
-
-
-@pytest.fixture(params=["sqlite", "postgresql"])
-def empty_database_url(request: pytest.FixtureRequest, tmp_path: Path) -> str:
-    """A database with no tables yet, on SQLite and on PostgreSQL."""
-    if request.param == "sqlite":
-        return f"sqlite:///{tmp_path / 'fresh.db'}"
-    server_url: str = request.getfixturevalue("postgres_url")
-    name = f"fresh_{uuid.uuid4().hex[:8]}"
-    admin = create_engine(server_url, isolation_level="AUTOCOMMIT")
-    with admin.connect() as connection:
-        connection.execute(text(f'CREATE DATABASE "{name}"'))
-    admin.dispose()
-    return make_url(server_url).set(database=name).render_as_string(hide_password=False)
 
 
 def test_workers_starting_at_once_all_get_the_tables(empty_database_url: str) -> None:

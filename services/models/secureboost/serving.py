@@ -62,14 +62,10 @@ class LiveSecureBoost:
 
     @property
     def label(self) -> str:
-        return f"{self.version.model_name}@v{self.version.version}"
+        return self.version.label
 
 
 def load_secureboost(registry: ModelRegistry, products: tuple[str, ...]) -> dict[str, LiveSecureBoost]:
     """The latest SecureBoost half per product, where one has been trained."""
-    live = {}
-    for product in products:
-        latest = registry.latest(secureboost_model_name(product))
-        if latest is not None and latest[1]:
-            live[product] = LiveSecureBoost(SbtBankHalf.from_bytes(latest[1]), latest[0])
-    return live
+    return {product: LiveSecureBoost(SbtBankHalf.from_bytes(checkpoint), version)
+            for product, (version, checkpoint) in registry.latest_per_product(products, secureboost_model_name).items()}
