@@ -88,7 +88,7 @@ from services.crypto.paillier import (
 )
 from services.models.kernel import signed_weighted_products
 from services.models.preparation import Preparation
-from services.models.wire import Transcript, Wire
+from services.models.wire import PLAINTEXT_MODULUS, Transcript, Wire
 from services.models.workers import WorkerPool
 from services.protocol.exchange_messages import (
     BAD_FEDLR_MESSAGE,
@@ -376,7 +376,7 @@ class BankCipher:
         self.encrypted = encrypted
         self.private_key = private_key if private_key is not None else (generate_keypair()[1] if encrypted else None)
         self.public_key = (self.private_key.public_key if self.private_key is not None
-                           else PaillierPublicKey(_PLAINTEXT_MODULUS))
+                           else PaillierPublicKey(PLAINTEXT_MODULUS))
         self.noise = noise
         self.residual_exponent = residual_exponent
         self._noise_rng = noise_rng or np.random.default_rng(secrets.randbits(128))
@@ -419,9 +419,6 @@ class BankCipher:
             self._pool = None
 
 
-# Plaintext protocol check only: a fixed odd modulus the size of a 2048-bit key, so encodings,
-# masks and widths behave as with a key (nobody decrypts anything in this mode).
-_PLAINTEXT_MODULUS = (1 << 2047) + 1 + 2 * 1_000_003
 
 
 @dataclass

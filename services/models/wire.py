@@ -18,6 +18,10 @@ from typing import TypeVar
 from services.core.avro import AvroCodec
 from services.protocol.exchange_messages import ExchangePayload
 
+PLAINTEXT_MODULUS = (1 << 2047) + 1 + 2 * 1_000_003
+"""The plaintext protocol check of both drivers (fedlr, SecureBoost): a fixed odd modulus the size of
+a 2048-bit key, so encodings, masks and widths behave as with a key (nobody decrypts in this mode)."""
+
 M = TypeVar("M", bound=ExchangePayload)
 Transcript = list[tuple[str, bytes]]
 

@@ -20,6 +20,7 @@ from services.models.secureboost.histogram import candidate_splits
 from services.models.secureboost.losses import LOSSES, Loss
 from services.models.secureboost.packing import DEFAULT_VALUE_BITS, GradientPacker, value_width
 from services.models.secureboost.tree import BankTrees, TreeNode, bits_from_bitmaps
+from services.models.wire import PLAINTEXT_MODULUS
 from services.models.workers import WorkerPool
 from services.protocol.exchange_messages import (
     BAD_SBT_MESSAGE,
@@ -34,8 +35,6 @@ from services.protocol.exchange_messages import (
 )
 
 _BAD = BAD_SBT_MESSAGE
-# Plaintext protocol check only: a fixed odd modulus the size of a 2048-bit key (nobody decrypts).
-_PLAINTEXT_MODULUS = (1 << 2047) + 1 + 2 * 1_000_003
 MIN_GAIN = 1e-6  # xgboost's kRtEps: a split must gain more than this (and more than gamma)
 
 
@@ -117,7 +116,7 @@ class BankParty:
         self.encrypted = encrypted
         self.private_key = private_key if private_key is not None else (generate_keypair()[1] if encrypted else None)
         self.public_key = (self.private_key.public_key if self.private_key is not None
-                           else PaillierPublicKey(_PLAINTEXT_MODULUS))
+                           else PaillierPublicKey(PLAINTEXT_MODULUS))
         self._pool = WorkerPool(workers) if encrypted else None
         self._rows = np.empty(0, dtype=np.int64)
         self._bins: QuantileBins | None = None
